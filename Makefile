@@ -1,0 +1,44 @@
+# One entry point. `make test` and `make demo` set up what they need on first use.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help setup venv docker images lint test molecule demo demo-destroy clean
+
+help:
+	@echo "make setup   - venv (.venv), Docker engine, locally built test images"
+	@echo "make lint    - yamllint + ansible-lint (production profile)"
+	@echo "make test    - every test: lint, role metadata, all molecule scenarios (pytest)"
+	@echo "make molecule SCENARIO=name - one molecule scenario"
+	@echo "make demo    - the whole product locally: AWS emulator + containers as hosts"
+
+venv:
+	@scripts/setup-venv.sh
+
+docker:
+	@scripts/ensure-docker.sh
+
+images: docker
+	@scripts/build-test-images.sh
+
+setup: venv images
+
+lint: venv
+	yamllint --strict .
+	ansible-lint
+
+test: venv
+	pytest
+
+molecule: setup
+	molecule test -s $(SCENARIO)
+
+demo: setup
+	scripts/demo.sh up
+
+demo-destroy: venv
+	scripts/demo.sh down
+
+clean:
+	rm -rf .test-logs .pytest_cache

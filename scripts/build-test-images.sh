@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Build the test-host images molecule runs on, without any registry:
+# - Debian 12 and 13 with systemd as PID 1, from debootstrap + `docker import`
+#   (scripts/images/debian-rootfs.sh), trusting this machine's extra CA certificates
+#   (TLS-intercepting proxies);
+# - mlflow-ansible-test/moto (the AWS API emulator, moto_server on port 5000) and
+#   mlflow-ansible-test/postgres (Debian's PostgreSQL under systemd), FROM Debian 12.
+# Every image is tagged with a hash of its recipe, so a second run reuses it, and
+# with a stable tag (debian:12, debian:13, moto:latest, postgres:latest) that the
+# molecule scenarios use.
+#
+#   MLFLOW_TEST_DISTROS   default "debian12 debian13"; add "al2023" where a registry
+#                         is reachable (scripts/images/al2023.Dockerfile).
+#   DEBIAN_MIRROR         default http://deb.debian.org/debian
+#   EXTRA_CA_DIR          default /usr/local/share/ca-certificates
+#   MLFLOW_TEST_IMAGE_REPO  default mlflow-ansible-test
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)/images
+repo=${MLFLOW_TEST_IMAGE_REPO:-mlflow-ansible-test}
+distros=${MLFLOW_TEST_DISTROS:-debian12 debian13}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+ca_dir=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
+
+log() { printf '[build-test-images] %s\n' "$*" >&2; }
+
+hash_of() {  # recipe text on stdin plus the CA files -> short hash
+  { cat; find "$ca_dir" -type f -name '*.crt' 2>/dev/null | sort | xargs -r cat; } \
+    | sha256sum | cut -c1-12
+}
+
+# ensure TAG STABLE_TAG BUILD_COMMAND...: build TAG unless it exists, then tag it STABLE_TAG.
+ensure() {
+  local tag=$1 stable=$2; shift 2
+  if docker image inspect "$tag" >/dev/null 2>&1; then
+    log "reusing $tag"
+  else
+    log "building $tag"
+    "$@"
+    log "built $tag"
+  fi
+  docker tag "$tag" "$stable"
+}
+
+debian() {  # $1 = suite, $2 = major version
+  local h
+  h=$( (echo "$1 $mirror"; cat "$here/debian-rootfs.sh") | hash_of)
+  ensure "$repo/debian:$2-$h" "$repo/debian:$2" \
+    "$here/debian-rootfs.sh" "$1" "$repo/debian:$2-$h" "$mirror" "$ca_dir"
+}
+
+docker_build() {  # $1 = tag, $2 = Dockerfile, build args follow
+  local tag=$1 file=$2 ctx; shift 2
+  ctx=$(mktemp -d)
+  mkdir "$ctx/extra-ca"
+  find "$ca_dir" -type f -name '*.crt' -exec cp {} "$ctx/extra-ca/" \; 2>/dev/null || true
+  docker build -q "$@" -t "$tag" -f "$file" "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
+al2023() {
+  local h
+  h=$(hash_of <"$here/al2023.Dockerfile")
+  ensure "$repo/amazonlinux:2023-$h" "$repo/amazonlinux:2023" \
+    docker_build "$repo/amazonlinux:2023-$h" "$here/al2023.Dockerfile"
+}
+
+service_image() {  # $1 = name of scripts/images/NAME.Dockerfile, built FROM debian:12
+  local base h
+  base=$(docker image inspect --format '{{.Id}}' "$repo/debian:12")
+  h=$( (echo "$base"; cat "$here/$1.Dockerfile") | hash_of)
+  ensure "$repo/$1:$h" "$repo/$1:latest" \
+    docker_build "$repo/$1:$h" "$here/$1.Dockerfile" --build-arg "BASE=$repo/debian:12"
+}
+
+run_parallel() {  # run each argument (a function call) in the background, fail if any fails
+  local pids=() rc=0 p
+  for job in "$@"; do $job & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+
+jobs=()
+for d in $distros; do
+  case $d in
+    debian12) jobs+=("debian bookworm 12") ;;
+    debian13) jobs+=("debian trixie 13") ;;
+    al2023) jobs+=("al2023") ;;
+    *) log "ERROR: unknown distro '$d' in MLFLOW_TEST_DISTROS (known: debian12 debian13 al2023)"; exit 2 ;;
+  esac
+done
+# The service images need debian:12 even when only other distros are asked for.
+case " $distros " in *" debian12 "*) ;; *) jobs+=("debian bookworm 12") ;; esac
+run_parallel "${jobs[@]}"
+run_parallel "service_image moto" "service_image postgres"

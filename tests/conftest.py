@@ -1,0 +1,45 @@
+"""Shared fixtures: the container platform the molecule scenarios need."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def container_platform():
+    """Docker engine up and test images built (cached by recipe hash)."""
+    for script in ("scripts/ensure-docker.sh", "scripts/build-test-images.sh"):
+        res = run([str(ROOT / script)])
+        assert res.returncode == 0, f"{script} failed:\n{res.stdout}\n{res.stderr}"
+    yield
+    release_leftover_swap()
+
+
+def release_leftover_swap():
+    """Swap files that test containers activated belong to the host kernel: if a
+    scenario died before its cleanup step, turn them off here."""
+    try:
+        lines = Path("/proc/swaps").read_text().splitlines()[1:]
+    except OSError:
+        return
+    for line in lines:
+        name = line.split()[0]
+        if "/var/lib/docker/" in name:
+            subprocess.run(["swapoff", name.replace("\\040(deleted)", "")], check=False)
+
+
+@pytest.fixture(scope="session")
+def env_with_venv():
+    env = dict(os.environ)
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    return env
