@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+# Managed by Ansible (role mlflow_server). Runs with the venv's python as root.
+"""Check and migrate the MLflow schema (tracking and basic-auth databases).
+
+  mlflow-dbctl.py --env-file FILE status
+  mlflow-dbctl.py --env-file FILE migrate --backup-dir DIR [--backup-s3-uri s3://b/p] [--no-backup]
+
+Settings (backend URI, PGPASSWORD, auth ini, S3 endpoint) come from the systemd environment
+file, so no secret ever appears on a command line. `migrate` holds a lock (a PostgreSQL
+advisory lock, or a file lock next to the SQLite file) so that only one host of a group
+migrates; it backs the databases up, then runs `mlflow db upgrade` once. Output is one JSON
+object on stdout, without secrets.
+"""
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+LOCK_ID = 0x4D4C464C  # "MLFL"
+
+
+def load_env_file(path):
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        parts = shlex.split(value, posix=True)
+        os.environ[key.strip()] = parts[0] if parts else ""
+
+
+def auth_db_uri():
+    ini = os.environ.get("MLFLOW_AUTH_CONFIG_PATH")
+    if not ini:
+        return None
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ini)
+    return cfg["mlflow"]["database_uri"]
+
+
+def revisions(uri, alembic_cfg):
+    import sqlalchemy
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            tables = sqlalchemy.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+    script = ScriptDirectory.from_config(alembic_cfg)
+    head = script.get_current_head()
+    known = True
+    if current is not None:
+        try:
+            known = script.get_revision(current) is not None
+        except Exception:  # noqa: BLE001 - alembic raises several types for unknown revisions
+            known = False
+    return {"current": current, "head": head, "empty": not tables, "known": known}
+
+
+def status():
+    from mlflow.store.db.utils import _get_alembic_config
+
+    uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
+    result = {"tracking": revisions(uri, _get_alembic_config(uri))}
+    auth_uri = auth_db_uri()
+    if auth_uri:
+        from mlflow.server.auth.db.utils import _get_alembic_config as auth_alembic_config
+
+        result["auth"] = revisions(auth_uri, auth_alembic_config(auth_uri))
+    result["needed"] = any(r["current"] != r["head"] for r in result.values() if isinstance(r, dict))
+    result["downgrade"] = any(not r["known"] for r in result.values() if isinstance(r, dict))
+    return result
+
+
+@contextlib.contextmanager
+def migration_lock(uri):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    if url.get_backend_name() == "sqlite":
+        lock_path = Path(url.database + ".migrate.lock")
+        with lock_path.open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:id)"), {"id": LOCK_ID})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
+    engine.dispose()
+
+
+def backup_one(uri, backup_dir, label):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if url.get_backend_name() == "sqlite":
+        import sqlite3
+
+        target = backup_dir / f"{Path(url.database).stem}-{label}-{stamp}.sqlite"
+        src = sqlite3.connect(url.database)
+        dst = sqlite3.connect(target)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+    else:
+        target = backup_dir / f"{url.database}-{label}-{stamp}.dump"
+        env = dict(os.environ)
+        for key, var in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
+            if key in url.query:
+                env[var] = url.query[key]
+        cmd = ["pg_dump", "--format=custom", "--no-password", f"--file={target}",
+               f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}", url.database]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_dump of {url.database} failed: {proc.stderr.strip()}")
+    os.chmod(target, 0o600)
+    return target
+
+
+def upload(path, s3_uri):
+    import boto3
+
+    bucket, _, prefix = s3_uri[len("s3://"):].partition("/")
+    key = "/".join(p for p in (prefix.strip("/"), path.name) if p)
+    client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+    client.upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def migrate(args):
+    uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
+    out = {"changed": False, "backups": [], "upgraded": []}
+    with migration_lock(uri):
+        before = status()  # again, under the lock: another host may have done it meanwhile
+        out["before"] = before
+        if before["downgrade"]:
+            raise RuntimeError("the database schema is newer than this MLflow version: refusing to downgrade")
+        if not before["needed"]:
+            return out
+        label = f"{(before['tracking']['current'] or 'empty')}"
+        if args.backup and not before["tracking"]["empty"]:
+            targets = [backup_one(uri, Path(args.backup_dir), label)]
+            if "auth" in before and not before["auth"]["empty"]:
+                targets.append(backup_one(auth_db_uri(), Path(args.backup_dir), before["auth"]["current"] or "empty"))
+            for target in targets:
+                out["backups"].append(str(target))
+                if args.backup_s3_uri:
+                    out["backups"].append(upload(target, args.backup_s3_uri))
+        if before["tracking"]["current"] != before["tracking"]["head"]:
+            # The one and only `mlflow db upgrade` of the group (it initializes an empty database).
+            mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+            proc = subprocess.run([mlflow_cli, "db", "upgrade", uri], capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+                raise RuntimeError(f"mlflow db upgrade failed:\n{tail}")
+            out["upgraded"].append("tracking")
+        if "auth" in before and before["auth"]["current"] != before["auth"]["head"]:
+            from mlflow.server.auth.db.utils import migrate_if_needed
+            from mlflow.store.db.utils import create_sqlalchemy_engine_with_retry
+
+            engine = create_sqlalchemy_engine_with_retry(auth_db_uri())
+            migrate_if_needed(engine, "head")
+            engine.dispose()
+            out["upgraded"].append("auth")
+        out["changed"] = True
+        out["after"] = status()
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env-file", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status")
+    mig = sub.add_parser("migrate")
+    mig.add_argument("--backup-dir", required=True)
+    mig.add_argument("--backup-s3-uri", default="")
+    mig.add_argument("--no-backup", dest="backup", action="store_false")
+    args = parser.parse_args()
+    load_env_file(args.env_file)
+    try:
+        result = status() if args.command == "status" else migrate(args)
+    except Exception as exc:  # noqa: BLE001 - report every failure as JSON
+        print(json.dumps({"failed": True, "error": str(exc)}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
