@@ -1,0 +1,139 @@
+"""Bad variables for the front door roles (mlflow_proxy, mlflow_auth) fail in validation,
+before any change, with a message that names the variable.
+
+Each case runs ansible-playbook (from the venv) on a tiny play that applies one role to
+localhost in check mode, without facts: nothing can change, and the output shows which
+tasks ran.
+"""
+
+import json
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLAYBOOK = textwrap.dedent(
+    """\
+    ---
+    - name: Apply {role} with the variables under test
+      hosts: localhost
+      connection: local
+      gather_facts: false
+      roles:
+        - role: {role}
+    """
+)
+
+GOOD = {
+    "mlflow_proxy": {"mlflow_proxy_server_names": ["mlflow.example.com", "10.0.0.5"]},
+    "mlflow_auth": {
+        "mlflow_auth_admin_password": "an-admin-password",
+        "mlflow_auth_roles": [{"name": "readers", "permissions": [{"resource_type": "experiment", "permission": "READ"}]}],
+        "mlflow_auth_users": [{"name": "alice", "password": "alice-password-1", "roles": ["readers"]}],
+        "mlflow_auth_experiment_permissions": [{"user": "alice", "experiment": "churn", "permission": "EDIT"}],
+    },
+}
+
+# The first task after validation: it must never run for a bad variable.
+FIRST_TASK_AFTER_VALIDATION = {
+    "mlflow_proxy": "Load the variables of this OS",
+    "mlflow_auth": "Wait for the MLflow server",
+}
+
+USER = {"name": "bob", "password": "bob-password-12"}
+
+# (id, role, extra vars, the variable the message must name)
+CASES = [
+    ("proxy-https-port-too-high", "mlflow_proxy", {"mlflow_proxy_https_port": 70000}, "mlflow_proxy_https_port"),
+    ("proxy-https-port-zero", "mlflow_proxy", {"mlflow_proxy_https_port": 0}, "mlflow_proxy_https_port"),
+    ("proxy-http-port-word", "mlflow_proxy", {"mlflow_proxy_http_port": "http"}, "mlflow_proxy_http_port"),
+    ("proxy-same-ports", "mlflow_proxy", {"mlflow_proxy_http_port": 443}, "mlflow_proxy_http_port"),
+    ("proxy-upstream-port", "mlflow_proxy", {"mlflow_proxy_upstream_port": 99999}, "mlflow_proxy_upstream_port"),
+    ("proxy-body-size-malformed", "mlflow_proxy", {"mlflow_proxy_client_max_body_size": "2 GB"}, "mlflow_proxy_client_max_body_size"),
+    ("proxy-body-size-injection", "mlflow_proxy", {"mlflow_proxy_client_max_body_size": "1g; return 200"},
+     "mlflow_proxy_client_max_body_size"),
+    ("proxy-no-names", "mlflow_proxy", {"mlflow_proxy_server_names": []}, "mlflow_proxy_server_names"),
+    ("proxy-name-with-space", "mlflow_proxy", {"mlflow_proxy_server_names": ["a b"]}, "mlflow_proxy_server_names"),
+    ("proxy-tls-1.1", "mlflow_proxy", {"mlflow_proxy_tls_protocols": ["TLSv1.1", "TLSv1.2"]}, "mlflow_proxy_tls_protocols"),
+    ("proxy-bad-tls-mode", "mlflow_proxy", {"mlflow_proxy_tls_mode": "letsencrypt"}, "mlflow_proxy_tls_mode"),
+    ("proxy-provided-without-files", "mlflow_proxy", {"mlflow_proxy_tls_mode": "provided"}, "mlflow_proxy_tls_cert_src"),
+    ("proxy-ciphers-with-spaces", "mlflow_proxy", {"mlflow_proxy_tls_ciphers": "HIGH; ssl off"}, "mlflow_proxy_tls_ciphers"),
+    ("proxy-timeout-zero", "mlflow_proxy", {"mlflow_proxy_artifact_timeout": 0}, "mlflow_proxy_artifact_timeout"),
+    ("auth-no-admin-password", "mlflow_auth", {"mlflow_auth_admin_password": ""}, "mlflow_auth_admin_password"),
+    ("auth-bad-url", "mlflow_auth", {"mlflow_auth_api_url": "127.0.0.1:5000"}, "mlflow_auth_api_url"),
+    ("auth-user-without-password", "mlflow_auth", {"mlflow_auth_users": [{"name": "bob"}]}, "mlflow_auth_users"),
+    ("auth-user-short-password", "mlflow_auth", {"mlflow_auth_users": [{"name": "bob", "password": "short"}]},
+     "mlflow_auth_users"),
+    ("auth-user-bad-state", "mlflow_auth", {"mlflow_auth_users": [dict(USER, state="gone")]}, "mlflow_auth_users"),
+    ("auth-duplicate-user", "mlflow_auth", {"mlflow_auth_users": [USER, USER]}, "mlflow_auth_users"),
+    ("auth-unknown-permission", "mlflow_auth",
+     {"mlflow_auth_experiment_permissions": [{"user": "alice", "experiment": "churn", "permission": "WRITE"}]},
+     "mlflow_auth_experiment_permissions"),
+    ("auth-no-permissions-is-not-grantable", "mlflow_auth",
+     {"mlflow_auth_registered_model_permissions": [{"user": "alice", "model": "m", "permission": "NO_PERMISSIONS"}]},
+     "mlflow_auth_registered_model_permissions"),
+    ("auth-grant-without-permission", "mlflow_auth",
+     {"mlflow_auth_experiment_permissions": [{"user": "alice", "experiment": "churn"}]},
+     "mlflow_auth_experiment_permissions"),
+    ("auth-grant-to-removed-user", "mlflow_auth",
+     {"mlflow_auth_users": [{"name": "alice", "state": "absent"}]}, "mlflow_auth_experiment_permissions"),
+    ("auth-undeclared-role", "mlflow_auth",
+     {"mlflow_auth_users": [dict(USER, roles=["admins"])]}, "mlflow_auth_users"),
+    ("auth-role-unknown-resource-type", "mlflow_auth",
+     {"mlflow_auth_roles": [{"name": "r", "permissions": [{"resource_type": "run", "permission": "READ"}]}]},
+     "mlflow_auth_roles"),
+    ("auth-role-workspace-read", "mlflow_auth",
+     {"mlflow_auth_roles": [{"name": "r", "permissions": [{"resource_type": "workspace", "permission": "READ"}]}]},
+     "mlflow_auth_roles"),
+    ("auth-demote-acting-admin", "mlflow_auth",
+     {"mlflow_auth_users": [{"name": "admin", "password": "an-admin-password", "admin": False}]}, "mlflow_auth_users"),
+]
+
+
+def run_play(tmp_path, env, role, extra):
+    play = tmp_path / "play.yml"
+    play.write_text(PLAYBOOK.format(role=role))
+    varsfile = tmp_path / "vars.json"
+    varsfile.write_text(json.dumps({**GOOD[role], **extra}))
+    return subprocess.run(
+        ["ansible-playbook", "--check", "-i", "localhost,", str(play), "-e", f"@{varsfile}"],
+        cwd=ROOT,
+        env={**env, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0"},
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("role,extra,variable", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, role, extra, variable):
+    res = run_play(tmp_path, env_with_venv, role, extra)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert variable in out, f"the failure does not name {variable}:\n{out}"
+    assert FIRST_TASK_AFTER_VALIDATION[role] not in out, f"tasks after validation ran:\n{out}"
+    assert not re.search(r"^changed: \[", out, re.M), out
+    assert "alice-password-1" not in out and "bob-password-12" not in out, "a password leaked into the output"
+
+
+def test_good_proxy_variables_pass_validation(tmp_path, env_with_venv):
+    """Control case: good variables get past argument_specs and the value checks, and stop
+    only at the OS check (no facts were gathered)."""
+    res = run_play(tmp_path, env_with_venv, "mlflow_proxy", {})
+    out = res.stdout + res.stderr
+    assert "mlflow_proxy supports Debian 12/13 and Amazon Linux 2023" in out, out
+    assert FIRST_TASK_AFTER_VALIDATION["mlflow_proxy"] not in out
+
+
+def test_good_auth_variables_pass_validation(tmp_path, env_with_venv):
+    """Control case: validation passes and the role goes on to wait for the server (which is
+    not there: a 1 s timeout)."""
+    res = run_play(tmp_path, env_with_venv, "mlflow_auth", {"mlflow_auth_wait_timeout": 1,
+                                                            "mlflow_auth_api_url": "http://127.0.0.1:9"})
+    out = res.stdout + res.stderr
+    assert FIRST_TASK_AFTER_VALIDATION["mlflow_auth"] in out, out
+    assert "alice-password-1" not in out
