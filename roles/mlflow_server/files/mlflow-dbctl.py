@@ -8,8 +8,8 @@
 Settings (backend URI, PGPASSWORD, auth ini, S3 endpoint) come from the systemd environment
 file, so no secret ever appears on a command line. `migrate` holds a lock (a PostgreSQL
 advisory lock, or a file lock next to the SQLite file) so that only one host of a group
-migrates; it backs the databases up, then runs `mlflow db upgrade` once. Output is one JSON
-object on stdout, without secrets.
+migrates; it backs the databases up, then runs `mlflow db upgrade` once, and appends what it did to
+<backup-dir>/migrations.jsonl. Output is one JSON object on stdout, without secrets.
 """
 
 import argparse
@@ -186,7 +186,21 @@ def migrate(args):
             out["upgraded"].append("auth")
         out["changed"] = True
         out["after"] = status()
+        out["mlflow_version"] = mlflow_version()
+        out["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        # An audit trail of every schema change, next to the backups (root-only).
+        log = Path(args.backup_dir) / "migrations.jsonl"
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with log.open("a") as fh:
+            fh.write(json.dumps(out) + "\n")
+        os.chmod(log, 0o600)
     return out
+
+
+def mlflow_version():
+    import mlflow
+
+    return mlflow.__version__
 
 
 def main():
