@@ -15,6 +15,7 @@ DB_PASSWORD = 'Pg-s3cret%w1th"quote\'and#hash'
 ADMIN_PASSWORD = "Adm1n-pa55word-for-tests"
 ENV_FILE = "/etc/mlflow/mlflow.env"
 MAX_EXPOSURE = 1.5
+UPGRADE = os.environ.get("MLFLOW_SERVER_TEST_UPGRADE", "1") != "0"
 
 
 def name(host):
@@ -89,10 +90,42 @@ def test_gc_timer_on_first_host_only(host):
         assert res.rc == 0, host.run("journalctl -u mlflow-gc -n 30 --no-pager").stdout
 
 
-def test_schema_created_once_for_the_group(host):
-    # Only the first host ran the migration helper (run_once); both share the database.
-    backups = host.run("ls /var/backups/mlflow")
-    assert backups.rc == 0
+def migrations(host):
+    f = host.file("/var/backups/mlflow/migrations.jsonl")
+    if not f.exists:
+        return []
+    return [json.loads(line) for line in f.content_string.splitlines() if line.strip()]
+
+
+def test_schema_work_ran_once_for_the_group(host):
+    """prepare installed 3.16.1 (schema created), converge upgraded to 3.17.2: both on the
+    first host only, with a backup before the upgrade; the second host never migrated."""
+    done = migrations(host)
+    if not name(host).endswith("-a"):
+        assert done == []
+        return
+    if not UPGRADE:
+        assert [m["mlflow_version"] for m in done] == ["3.17.2"] and done[0]["before"]["tracking"]["empty"]
+        return
+    assert [m["mlflow_version"] for m in done] == ["3.16.1", "3.17.2"], done
+    init, upgrade = done
+    assert init["before"]["tracking"]["empty"] and init["backups"] == []
+    assert upgrade["upgraded"] == ["tracking"]
+    assert upgrade["before"]["tracking"]["current"] == init["after"]["tracking"]["head"]
+    assert upgrade["after"]["tracking"]["current"] == upgrade["after"]["tracking"]["head"]
+    local = [b for b in upgrade["backups"] if b.startswith("/")]
+    remote = [b for b in upgrade["backups"] if b.startswith("s3://")]
+    assert len(local) == 2 and len(remote) == 2, upgrade["backups"]
+    for path in local:
+        f = host.file(path)
+        assert f.exists and f.user == "root" and f.mode == 0o600 and f.size > 0
+    print(f"upgrade: {upgrade['before']['tracking']['current']} -> {upgrade['after']['tracking']['current']}, backups {upgrade['backups']}")
+
+
+def test_previous_venv_kept_and_current_points_to_new(host):
+    assert host.file("/opt/mlflow/venvs/3.16.1/bin/mlflow").exists == UPGRADE
+    assert host.file("/opt/mlflow/current").linked_to == "/opt/mlflow/venvs/3.17.2"
+    assert "/opt/mlflow/venvs/3.17.2/bin/mlflow server" in host.file("/etc/systemd/system/mlflow.service").content_string
 
 
 def test_mlflow_client_end_to_end(host):
@@ -147,6 +180,8 @@ def test_mlflow_client_end_to_end(host):
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts", Prefix=f"mlruns/{exp_id}/").get("Contents", [])]
     print(f"S3 objects under mlruns/{exp_id}/: {len(keys)}")
+    backups = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-backups", Prefix="db/").get("Contents", [])]
+    assert len(backups) == (2 if UPGRADE else 0) and all(k.endswith(".dump") for k in backups), backups
     assert any(k.endswith("notes/hello.txt") for k in keys), keys
     assert any(k.endswith("MLmodel") for k in keys), keys
 
