@@ -1,0 +1,96 @@
+"""Bad AWS inputs fail before any AWS call, with a message naming the variable.
+
+Runs playbooks/provision.yml with NO emulator: the endpoint is a closed loopback port and
+the credentials are dummies, so an AWS call would fail with a connection error instead.
+Each case must fail in the validation play (the provisioning play never starts).
+"""
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVISION_PLAY = "PLAY [Provision the MLflow deployment on AWS]"
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_provision(extra_vars):
+    env = dict(os.environ)
+    env["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", "")
+    env.update(
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_FORCE_COLOR="0",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        AWS_EC2_METADATA_DISABLED="true",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    base = {
+        "mlflow_deployment_name": "validation",
+        "mlflow_aws_region": "eu-west-1",
+        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{closed_port()}",
+    }
+    base.update(extra_vars)
+    return subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "playbooks/provision.yml", "-e", json.dumps(base)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+CASES = {
+    "invalid_cidr": ({"aws_security_groups_https_cidrs": ["10.0.0.300/24"]}, "aws_security_groups_https_cidrs"),
+    "cidr_with_host_bits": ({"aws_security_groups_ssh_enabled": True, "aws_security_groups_ssh_cidrs": ["10.1.2.3/16"]},
+                            "aws_security_groups_ssh_cidrs"),
+    "invalid_vpc_cidr": ({"aws_network_mode": "create", "aws_network_vpc_cidr": "10.0.0.0/33"}, "aws_network_vpc_cidr"),
+    "subnet_outside_vpc": ({"aws_network_mode": "create", "aws_network_public_subnet_cidrs": ["192.168.0.0/24"]},
+                           "aws_network_public_subnet_cidrs"),
+    "bucket_name_uppercase": ({"aws_artifact_bucket_name": "My_Artifacts"}, "aws_artifact_bucket_name"),
+    "bucket_name_ip": ({"aws_artifact_bucket_name": "192.168.1.10"}, "aws_artifact_bucket_name"),
+    "bucket_name_too_short": ({"aws_artifact_bucket_name": "ab"}, "aws_artifact_bucket_name"),
+    "backup_retention_zero": ({"aws_rds_postgres_backup_retention_days": 0}, "aws_rds_postgres_backup_retention_days"),
+    "world_https_without_opt_in": ({"aws_security_groups_https_cidrs": ["0.0.0.0/0"]}, "aws_security_groups_allow_from_anywhere"),
+    "world_ssh_without_opt_in": ({"aws_security_groups_ssh_enabled": True, "aws_security_groups_ssh_cidrs": ["::/0"]},
+                                 "aws_security_groups_ssh_cidrs"),
+    "region_format": ({"mlflow_aws_region": "Europe (Ireland)"}, "mlflow_aws_region"),
+    "region_typo": ({"mlflow_aws_region": "euwest1"}, "mlflow_aws_region"),
+    "deployment_name": ({"mlflow_deployment_name": "Prod_1"}, "mlflow_deployment_name"),
+    "network_mode_choice": ({"aws_network_mode": "magic"}, "aws_network_mode"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_variable_fails_before_any_aws_call(case):
+    extra, variable = CASES[case]
+    res = run_provision(extra)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert variable in out, f"failure does not name {variable}:\n{out[-3000:]}"
+    assert PROVISION_PLAY not in out, f"validation let {case} through to the AWS play:\n{out[-3000:]}"
+    assert "Could not connect to the endpoint" not in out, out[-3000:]
+
+
+def test_world_rule_with_opt_in_passes_validation():
+    """The opt-in works: validation passes and the run only fails at the first AWS call."""
+    res = run_provision(
+        {"aws_security_groups_https_cidrs": ["0.0.0.0/0"], "aws_security_groups_allow_from_anywhere": True}
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert PROVISION_PLAY in out, out[-3000:]
