@@ -47,7 +47,7 @@ def auth_db_uri():
     return cfg["mlflow"]["database_uri"]
 
 
-def revisions(uri, alembic_cfg):
+def revisions(uri, alembic_cfg, version_table="alembic_version"):
     import sqlalchemy
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -55,7 +55,7 @@ def revisions(uri, alembic_cfg):
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = MigrationContext.configure(conn, opts={"version_table": version_table}).get_current_revision()
             tables = sqlalchemy.inspect(conn).get_table_names()
     finally:
         engine.dispose()
@@ -79,7 +79,7 @@ def status():
     if auth_uri:
         from mlflow.server.auth.db.utils import _get_alembic_config as auth_alembic_config
 
-        result["auth"] = revisions(auth_uri, auth_alembic_config(auth_uri))
+        result["auth"] = revisions(auth_uri, auth_alembic_config(auth_uri), "alembic_version_auth")
     result["needed"] = any(r["current"] != r["head"] for r in result.values() if isinstance(r, dict))
     result["downgrade"] = any(not r["known"] for r in result.values() if isinstance(r, dict))
     return result
