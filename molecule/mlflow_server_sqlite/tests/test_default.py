@@ -1,7 +1,7 @@
 """Verify mlflow_server with SQLite and local artifacts (single host)."""
 
-import json
 import os
+import shlex
 
 import testinfra.utils.ansible_runner
 
@@ -50,7 +50,7 @@ def test_workers_sized_automatically(host):
 
 def test_client_logs_to_sqlite_and_local_artifacts(host):
     venv = "/opt/mlflow/current/bin/python"
-    cmd = f"TEST_ADMIN_PASSWORD={ADMIN_PASSWORD} {venv} -c {json.dumps(CLIENT)}"
+    cmd = f"TEST_ADMIN_PASSWORD={ADMIN_PASSWORD} {venv} -c {shlex.quote(CLIENT)}"
     exp_id, run_id = host.check_output(cmd).split()[-2:]
     f = host.file(f"/srv/mlflow-artifacts/{exp_id}/{run_id}/artifacts/out/a.txt")
     assert f.exists and f.user == "mlflow"
