@@ -6,27 +6,11 @@ localhost in check mode, without facts: nothing can change, and the output shows
 tasks ran.
 """
 
-import json
 import re
-import subprocess
-import textwrap
-from pathlib import Path
 
 import pytest
+from rolecheck import run_role_check
 
-ROOT = Path(__file__).resolve().parent.parent
-
-PLAYBOOK = textwrap.dedent(
-    """\
-    ---
-    - name: Apply {role} with the variables under test
-      hosts: localhost
-      connection: local
-      gather_facts: false
-      roles:
-        - role: {role}
-    """
-)
 
 GOOD = {
     "mlflow_proxy": {"mlflow_proxy_server_names": ["mlflow.example.com", "10.0.0.5"]},
@@ -94,24 +78,11 @@ CASES = [
 ]
 
 
-def run_play(tmp_path, env, role, extra):
-    play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK.format(role=role))
-    varsfile = tmp_path / "vars.json"
-    varsfile.write_text(json.dumps({**GOOD[role], **extra}))
-    return subprocess.run(
-        ["ansible-playbook", "--check", "-i", "localhost,", str(play), "-e", f"@{varsfile}"],
-        cwd=ROOT,
-        env={**env, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0"},
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize("role,extra,variable", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, role, extra, variable):
-    res = run_play(tmp_path, env_with_venv, role, extra)
+    res = run_role_check(tmp_path, env_with_venv, role, {**GOOD[role], **extra})
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     assert variable in out, f"the failure does not name {variable}:\n{out}"
@@ -123,7 +94,7 @@ def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, role, extra, 
 def test_good_proxy_variables_pass_validation(tmp_path, env_with_venv):
     """Control case: good variables get past argument_specs and the value checks, and stop
     only at the OS check (no facts were gathered)."""
-    res = run_play(tmp_path, env_with_venv, "mlflow_proxy", {})
+    res = run_role_check(tmp_path, env_with_venv, "mlflow_proxy", GOOD["mlflow_proxy"])
     out = res.stdout + res.stderr
     assert "mlflow_proxy supports Debian 12/13 and Amazon Linux 2023" in out, out
     assert FIRST_TASK_AFTER_VALIDATION["mlflow_proxy"] not in out
@@ -132,8 +103,8 @@ def test_good_proxy_variables_pass_validation(tmp_path, env_with_venv):
 def test_good_auth_variables_pass_validation(tmp_path, env_with_venv):
     """Control case: validation passes and the role goes on to wait for the server (which is
     not there: a 1 s timeout)."""
-    res = run_play(tmp_path, env_with_venv, "mlflow_auth", {"mlflow_auth_wait_timeout": 1,
-                                                            "mlflow_auth_api_url": "http://127.0.0.1:9"})
+    variables = GOOD["mlflow_auth"] | {"mlflow_auth_wait_timeout": 1, "mlflow_auth_api_url": "http://127.0.0.1:9"}
+    res = run_role_check(tmp_path, env_with_venv, "mlflow_auth", variables)
     out = res.stdout + res.stderr
     assert FIRST_TASK_AFTER_VALIDATION["mlflow_auth"] in out, out
     assert "alice-password-1" not in out

@@ -6,27 +6,11 @@ localhost in check mode, without facts: nothing can change, and the output shows
 tasks ran.
 """
 
-import json
 import re
-import subprocess
-import textwrap
-from pathlib import Path
 
 import pytest
+from rolecheck import run_role_check
 
-ROOT = Path(__file__).resolve().parent.parent
-
-PLAYBOOK = textwrap.dedent(
-    """\
-    ---
-    - name: Apply mlflow_server with the variables under test
-      hosts: localhost
-      connection: local
-      gather_facts: false
-      roles:
-        - role: mlflow_server
-    """
-)
 
 GOOD = {
     "mlflow_server_db_host": "db.example.internal",
@@ -57,24 +41,11 @@ CASES = [
 FIRST_TASK_AFTER_VALIDATION = "Load the variables of this OS"
 
 
-def run_play(tmp_path, env, extra):
-    play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK)
-    varsfile = tmp_path / "vars.json"
-    varsfile.write_text(json.dumps({**GOOD, **extra}))
-    return subprocess.run(
-        ["ansible-playbook", "--check", "-i", "localhost,", str(play), "-e", f"@{varsfile}"],
-        cwd=ROOT,
-        env={**env, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0"},
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize("extra,variable", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, extra, variable):
-    res = run_play(tmp_path, env_with_venv, extra)
+    res = run_role_check(tmp_path, env_with_venv, "mlflow_server", {**GOOD, **extra})
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     assert variable in out, f"the failure does not name {variable}:\n{out}"
@@ -86,7 +57,7 @@ def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, extra, variab
 def test_good_variables_pass_validation(tmp_path, env_with_venv):
     """Control case: the same play with good variables gets past argument_specs and the
     value checks, and stops only at the OS check (no facts were gathered)."""
-    res = run_play(tmp_path, env_with_venv, {})
+    res = run_role_check(tmp_path, env_with_venv, "mlflow_server", GOOD)
     out = res.stdout + res.stderr
     assert "mlflow_server supports Debian 12/13 and Amazon Linux 2023" in out, out
     assert FIRST_TASK_AFTER_VALIDATION not in out
