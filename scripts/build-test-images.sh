@@ -80,6 +80,16 @@ run_parallel() {  # run each argument (a function call) in the background, fail 
   return $rc
 }
 
+# debootstrap is installed here, once: the parallel builders below would otherwise
+# race for the dpkg lock ("Could not get lock /var/lib/dpkg/lock-frontend").
+need_debootstrap() {
+  command -v debootstrap >/dev/null 2>&1 && return 0
+  [ "$(id -u)" -eq 0 ] || { log "ERROR: debootstrap is missing (apt-get install debootstrap)"; exit 1; }
+  log "installing debootstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+}
+
 jobs=()
 for d in $distros; do
   case $d in
@@ -91,5 +101,6 @@ for d in $distros; do
 done
 # The service images need debian:12 even when only other distros are asked for.
 case " $distros " in *" debian12 "*) ;; *) jobs+=("debian bookworm 12") ;; esac
+case " ${jobs[*]} " in *" debian "*) need_debootstrap ;; esac
 run_parallel "${jobs[@]}"
 run_parallel "service_image moto" "service_image postgres"
