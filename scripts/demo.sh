@@ -66,6 +66,7 @@ MLflow is up behind its TLS front door:   https://localhost:$https_port
   export MLFLOW_TRACKING_URI=https://localhost:$https_port
   export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD="\$(cat $state/admin-password)"
   export MLFLOW_TRACKING_SERVER_CERT_PATH=$state/front-door-ca.pem
+  export MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false  # the emulator's name resolves in containers only
   .venv/bin/python examples/iris_registry.py
 
 Re-run 'make demo' to converge again (changed=0); 'make demo-destroy' removes it.
