@@ -257,3 +257,17 @@ def test_2gib_artifact_round_trip(tracking, creds, tmp_path):
     assert _sha256(got) == want
     os.unlink(got)
     print(f"2 GiB artifact through the front door: upload {up:.1f} s, download {down:.1f} s, sha256 {want}")
+
+
+# ---- the server's SQLite + local-artifact mode (on the host) -----------------------
+
+
+def test_sqlite_and_local_artifacts_belong_to_mlflow(host):
+    """This scenario runs mlflow_server in its single-host mode (the seeds' scenario 2):
+    both SQLite databases and the artifacts logged above are the mlflow user's, private."""
+    for path in ("/var/lib/mlflow/mlflow.db", "/var/lib/mlflow/basic_auth.db"):
+        f = host.file(path)
+        assert f.exists and f.user == "mlflow" and not f.mode & 0o007, path
+    files = host.check_output("find /var/lib/mlflow/artifacts -type f -printf '%u %m %p\\n'").splitlines()
+    assert files, "no artifact reached the local store"
+    assert all(line.split()[0] == "mlflow" and not int(line.split()[1], 8) & 0o007 for line in files), files

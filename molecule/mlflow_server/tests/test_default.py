@@ -88,6 +88,35 @@ def test_db_password_not_in_ps_nor_journal(host):
     assert DB_PASSWORD not in journal and ADMIN_PASSWORD not in journal
 
 
+def workers_of(host):
+    return int(re.search(r"--workers (\d+)", host.file("/etc/systemd/system/mlflow.service").content_string).group(1))
+
+
+def test_workers_sized(host):
+    """-a sets 2 workers; -b leaves 'auto': 2 per CPU, capped so each gets 320 MiB above 512."""
+    if name(host).endswith("-a"):
+        assert workers_of(host) == 2
+        return
+    cpus = int(host.check_output("nproc"))
+    mem_mb = int(host.check_output("awk '/MemTotal/ {print $2}' /proc/meminfo")) // 1024
+    assert workers_of(host) == min(max(2 * cpus, 1), max((mem_mb - 512) // 320, 1))
+
+
+def test_db_connections_fit_the_budget(host):
+    """Every server's workers x engines (tracking + auth) x (pool + overflow) add up to at most
+    mlflow_server_db_connection_budget (50) across the group, and the pools are not empty."""
+    if not name(host).endswith("-a"):
+        pytest.skip("once for the group")
+    total = 0
+    for h in (RUNNER.get_host(n) for n in testinfra_hosts):
+        env = dict(line.split("=", 1) for line in h.check_output(f"grep ^MLFLOW_SQLALCHEMYSTORE {ENV_FILE}").splitlines())
+        pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
+        assert pool >= 1
+        total += workers_of(h) * 2 * (pool + overflow)
+        print(f"{name(h)}: {workers_of(h)} workers x 2 engines x ({pool} + {overflow})")
+    assert 0 < total <= 50, total
+
+
 def test_systemd_analyze_security(host):
     out = host.check_output("systemd-analyze security --no-pager mlflow.service")
     last = out.strip().splitlines()[-1]
