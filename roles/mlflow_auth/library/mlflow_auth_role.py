@@ -17,29 +17,6 @@ description:
   - The role's grants are reconciled to exactly O(permissions).
   - Uses only the Python standard library.
 options:
-  api_url:
-    description: Base URL of the MLflow server.
-    type: str
-    default: http://127.0.0.1:5000
-  admin_username:
-    description: An MLflow admin the module acts as.
-    type: str
-    required: true
-  admin_password:
-    description: That admin's password.
-    type: str
-    required: true
-  ca_path:
-    description: CA bundle to verify an https api_url.
-    type: path
-  validate_certs:
-    description: Verify the TLS certificate of an https api_url.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds per HTTP request.
-    type: int
-    default: 30
   name:
     description: Role name.
     type: str
@@ -81,6 +58,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
+extends_documentation_fragment:
+  - mlflow_auth_api
 author: mlflow-aws team
 """
 

@@ -1,0 +1,37 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlflow-aws team. Apache-2.0.
+"""The connection options every mlflow_auth module takes (their code shares
+CONNECTION_ARGS from roles/mlflow_auth/module_utils/mlflow_auth_api.py)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    DOCUMENTATION = r"""
+options:
+  api_url:
+    description: Base URL of the MLflow server.
+    type: str
+    default: http://127.0.0.1:5000
+  admin_username:
+    description: An MLflow admin the module acts as.
+    type: str
+    required: true
+  admin_password:
+    description: That admin's password.
+    type: str
+    required: true
+  ca_path:
+    description: CA bundle to verify an https api_url.
+    type: path
+  validate_certs:
+    description: Verify the TLS certificate of an https api_url.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds per HTTP request.
+    type: int
+    default: 30
+"""
