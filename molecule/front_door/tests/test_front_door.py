@@ -4,6 +4,7 @@ node, over the scenario's docker network, like a client on the team's network wo
 import hashlib
 import os
 import re
+import shlex
 import socket
 import ssl
 import time
@@ -262,12 +263,21 @@ def test_2gib_artifact_round_trip(tracking, creds, tmp_path):
 # ---- the server's SQLite + local-artifact mode (on the host) -----------------------
 
 
-def test_sqlite_and_local_artifacts_belong_to_mlflow(host):
+def test_sqlite_and_local_artifacts_belong_to_mlflow(host, creds):
     """This scenario runs mlflow_server in its single-host mode (the seeds' scenario 2):
-    both SQLite databases and the artifacts logged above are the mlflow user's, private."""
+    both SQLite databases and an artifact put through the proxy (as the admin, on the host)
+    are the mlflow user's, private."""
     for path in ("/var/lib/mlflow/mlflow.db", "/var/lib/mlflow/basic_auth.db"):
         f = host.file(path)
         assert f.exists and f.user == "mlflow" and not f.mode & 0o007, path
+    put = (
+        "import base64,sys,urllib.request\n"
+        "r=urllib.request.Request('http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/probe/probe.txt',"
+        "data=b'local store',method='PUT')\n"
+        "r.add_header('Authorization','Basic '+base64.b64encode(sys.stdin.read().encode()).decode())\n"
+        "urllib.request.urlopen(r).read()\n"
+    )
+    host.check_output(f"printf %s {shlex.quote('admin:' + creds['admin'])} | python3 -c {shlex.quote(put)}")
+    assert host.file("/var/lib/mlflow/artifacts/probe/probe.txt").content_string == "local store"
     files = host.check_output("find /var/lib/mlflow/artifacts -type f -printf '%u %m %p\\n'").splitlines()
-    assert files, "no artifact reached the local store"
     assert all(line.split()[0] == "mlflow" and not int(line.split()[1], 8) & 0o007 for line in files), files
