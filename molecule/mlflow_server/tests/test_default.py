@@ -317,3 +317,75 @@ def test_mlflow_client_end_to_end(host):
         "print(json.load(urllib.request.urlopen(r))['registered_model']['aliases'][0]['alias'])\n"
     )
     assert other.check_output(f"python3 -c {shlex.quote(script)}") == "champion"
+
+
+# ---- a failed migration (last: it re-runs the role) ---------------------------------
+
+SCHEMA_PY = """\
+import importlib.util, json, os, sys
+import sqlalchemy
+from alembic.script import ScriptDirectory
+from mlflow.store.db.utils import _get_alembic_config
+spec = importlib.util.spec_from_file_location("dbctl", "/opt/mlflow/bin/mlflow-dbctl.py")
+dbctl = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dbctl)
+dbctl.load_env_file("/etc/mlflow/mlflow.env")
+uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
+script = ScriptDirectory.from_config(_get_alembic_config(uri))
+head = script.get_current_head()
+engine = sqlalchemy.create_engine(uri)
+with engine.begin() as conn:
+    if len(sys.argv) > 1:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = :v"), {"v": sys.argv[1]})
+    current = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+print(json.dumps({"current": current, "head": head, "previous": script.get_revision(head).down_revision}))
+"""
+
+
+def schema(host, set_to=None):
+    """The tracking schema's revision (and the code's head and its parent), read, or set first."""
+    arg = f" {shlex.quote(set_to)}" if set_to else ""
+    return json.loads(host.check_output(f"/opt/mlflow/current/bin/python -c {shlex.quote(SCHEMA_PY)}{arg}"))
+
+
+def test_failed_migration_stops_the_group_and_keeps_it_serving(host):
+    """The schema is put back one revision, so the role must migrate and the last migration
+    collides with the tables it already made: the play stops on every host, after a backup, with
+    the cause and what to do; PostgreSQL rolls the migration back and no server restarts."""
+    if not name(host).endswith("-a"):
+        pytest.skip("the group's migration runs on its first host")
+    import shutil
+    import subprocess
+    import sys
+
+    hosts = [RUNNER.get_host(h) for h in testinfra_hosts]
+    state = schema(host)
+    assert state["current"] == state["head"] and state["previous"], state
+    pids = [h.check_output("systemctl show -P MainPID mlflow.service") for h in hosts]
+    dumps = host.check_output("find /var/backups/mlflow -name '*.dump' | wc -l")
+    playbook = shutil.which("ansible-playbook") or os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    converge = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
+    schema(host, state["previous"])
+    try:
+        run = subprocess.run(
+            [playbook, "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), converge],
+            capture_output=True, text=True, timeout=900, env=dict(os.environ), check=False,
+        )
+        after = schema(host)
+    finally:
+        schema(host, state["head"])
+    out = run.stdout + run.stderr
+    print("\n".join(line for line in out.splitlines() if "failed" in line.lower())[-2000:])
+    assert run.returncode != 0, out[-3000:]
+    assert f"The schema migration to MLflow 3.17.2 failed on {name(host)}" in out, out[-3000:]
+    assert "already exists" in out and "Nothing was restarted" in out and "re-run the playbook" in out
+    assert DB_PASSWORD not in out and ADMIN_PASSWORD not in out
+    # Every host of the group stopped at the migration: none went on to (re)start its server.
+    for h in hosts:
+        recap = re.search(rf"^{re.escape(name(h))}\s*:.*\bfailed=(\d+)", out, re.M)
+        assert recap and int(recap.group(1)) >= 1, (name(h), out[-1500:])
+    assert after["current"] == state["previous"], "the failed migration was not rolled back"
+    assert int(host.check_output("find /var/backups/mlflow -name '*.dump' | wc -l")) > int(dumps), "no backup first"
+    assert [h.check_output("systemctl show -P MainPID mlflow.service") for h in hosts] == pids
+    assert schema(host)["current"] == state["head"]
+    test_health_is_unauthenticated_but_the_api_is_not(host)
