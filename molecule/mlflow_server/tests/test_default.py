@@ -288,7 +288,7 @@ def test_mlflow_client_end_to_end(host):
     assert got.metrics == {"loss": 0.25, "acc": 0.9}
     assert [a.path for a in client.list_artifacts(run.info.run_id, "notes")] == ["notes/hello.txt"]
 
-    version = client.get_latest_versions(model_name)[0].version
+    version = client.search_model_versions(f"name = '{model_name}'")[0].version
     client.set_registered_model_alias(model_name, "champion", version)
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
     assert list(loaded.predict(X)) == list(model.predict(X))
@@ -304,7 +304,8 @@ def test_mlflow_client_end_to_end(host):
     print(f"S3 objects under mlruns/{exp_id}/: {len(keys)}")
     backups = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-backups", Prefix="db/").get("Contents", [])]
     upgraded = host.file("/opt/mlflow/venvs/3.16.1/bin/mlflow").exists
-    assert len(backups) == (2 if upgraded else 0) and all(k.endswith(".dump") for k in backups), backups
+    uploaded = [b[len("s3://mlflow-backups/"):] for m in migrations(host) for b in m["backups"] if b.startswith("s3://")]
+    assert len(uploaded) == (2 if upgraded else 0) and set(uploaded) <= set(backups), (uploaded, backups)
     assert any(k.endswith("notes/hello.txt") for k in keys), keys
     assert any(k.endswith("MLmodel") for k in keys), keys
 
@@ -380,12 +381,16 @@ def test_failed_migration_stops_the_group_and_keeps_it_serving(host):
     assert f"The schema migration to MLflow 3.17.2 failed on {name(host)}" in out, out[-3000:]
     assert "already exists" in out and "Nothing was restarted" in out and "re-run the playbook" in out
     assert DB_PASSWORD not in out and ADMIN_PASSWORD not in out
-    # Every host of the group stopped at the migration: none went on to (re)start its server.
-    for h in hosts:
-        recap = re.search(rf"^{re.escape(name(h))}\s*:.*\bfailed=(\d+)", out, re.M)
-        assert recap and int(recap.group(1)) >= 1, (name(h), out[-1500:])
+    # Every host of the group was in the play and stopped at the migration: none went on.
+    assert all(re.search(rf"^{re.escape(name(h))}\s*:\s*ok=", out, re.M) for h in hosts), out[-1500:]
+    assert "Point the current symlink" not in out, "a host went on past the failed migration"
     assert after["current"] == state["previous"], "the failed migration was not rolled back"
-    assert int(host.check_output("find /var/backups/mlflow -name '*.dump' | wc -l")) > int(dumps), "no backup first"
+    # The backups it took first are named in the message, and are there.
+    named = re.search(r"Backups taken just before: (.*?)\.\s", out).group(1).split(", ")
+    local = [b for b in named if b.startswith("/var/backups/mlflow/")]
+    assert local and any(b.startswith("s3://mlflow-backups/") for b in named), named
+    assert all(host.file(b).exists and host.file(b).mode == 0o600 for b in local), named
+    assert int(host.check_output("find /var/backups/mlflow -name '*.dump' | wc -l")) == int(dumps) + len(local)
     assert [h.check_output("systemctl show -P MainPID mlflow.service") for h in hosts] == pids
     assert schema(host)["current"] == state["head"]
     test_health_is_unauthenticated_but_the_api_is_not(host)

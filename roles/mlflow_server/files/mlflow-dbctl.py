@@ -149,9 +149,10 @@ def upload(path, s3_uri):
     return f"s3://{bucket}/{key}"
 
 
-def migrate(args):
+def migrate(args, out):
+    """Fills `out` as it goes, so that a failure can still report the backups it made."""
     uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
-    out = {"changed": False, "backups": [], "upgraded": []}
+    out.update({"changed": False, "backups": [], "upgraded": []})
     with migration_lock(uri):
         before = status()  # again, under the lock: another host may have done it meanwhile
         out["before"] = before
@@ -214,10 +215,11 @@ def main():
     mig.add_argument("--no-backup", dest="backup", action="store_false")
     args = parser.parse_args()
     load_env_file(args.env_file)
+    partial = {}
     try:
-        result = status() if args.command == "status" else migrate(args)
+        result = status() if args.command == "status" else migrate(args, partial)
     except Exception as exc:  # noqa: BLE001 - report every failure as JSON
-        print(json.dumps({"failed": True, "error": str(exc)}))
+        print(json.dumps({"failed": True, "error": str(exc), "backups": partial.get("backups", [])}))
         return 1
     print(json.dumps(result))
     return 0
