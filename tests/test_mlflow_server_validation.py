@@ -34,6 +34,7 @@ CASES = [
     ("short-admin-password", {"mlflow_server_auth_admin_password": "short"}, "mlflow_server_auth_admin_password"),
     ("no-db-password", {"mlflow_server_db_password": ""}, "mlflow_server_db_password"),
     ("relative-artifacts", {"mlflow_server_artifacts_destination": "mlartifacts"}, "mlflow_server_artifacts_destination"),
+    ("missing-wheelhouse", {"mlflow_server_wheelhouse": "/nonexistent/wheels"}, "mlflow_server_wheelhouse"),
     ("budget-too-small", {"mlflow_server_db_connection_budget": 1, "mlflow_server_workers": 2}, "mlflow_server_db_connection_budget"),
 ]
 

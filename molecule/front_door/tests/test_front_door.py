@@ -2,6 +2,7 @@
 node, over the scenario's docker network, like a client on the team's network would."""
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -281,3 +282,25 @@ def test_sqlite_and_local_artifacts_belong_to_mlflow(host, creds):
     assert host.file("/var/lib/mlflow/artifacts/probe/probe.txt").content_string == "local store"
     files = host.check_output("find /var/lib/mlflow/artifacts -type f -printf '%u %m %p\\n'").splitlines()
     assert all(line.split()[0] == "mlflow" and not int(line.split()[1], 8) & 0o007 for line in files), files
+
+
+def test_installed_offline_from_the_copied_wheelhouse(host):
+    """mlflow_server_wheelhouse, the private-subnet path: the control node's wheels were copied
+    to the host (nothing is mounted) and every package of the venv is one of those wheels."""
+    assert not host.file("/mnt/wheels").exists
+    wheels = host.file("/opt/mlflow/wheelhouse")
+    assert wheels.is_directory and wheels.user == "root" and wheels.mode == 0o755
+    have = {tuple(f.split("-")[:2]) for f in wheels.listdir() if f.endswith(".whl")}
+
+    def norm(s):
+        return re.sub(r"[-_.]+", "_", s).lower()
+
+    have = {(norm(n), v) for n, v in have}
+    installed = json.loads(host.check_output("/opt/mlflow/current/bin/pip list --format json --disable-pip-version-check"))
+    missing = [p for p in installed if p["name"] not in ("pip", "setuptools") and (norm(p["name"]), p["version"]) not in have]
+    assert ("mlflow", "3.17.2") in have and not missing, missing
+    import glob
+    import tempfile
+
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "ansible.*.wheels.tar")), "the archive was left on the control node"
+    print(f"wheelhouse: {len(have)} wheels copied; {len(installed)} packages in the venv, all from them")
