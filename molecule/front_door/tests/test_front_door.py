@@ -1,6 +1,7 @@
 """Verify the front door (mlflow_server + mlflow_proxy + mlflow_auth) from the control
 node, over the scenario's docker network, like a client on the team's network would."""
 
+import glob
 import hashlib
 import json
 import os
@@ -8,6 +9,7 @@ import re
 import shlex
 import socket
 import ssl
+import tempfile
 import time
 
 import pytest
@@ -290,17 +292,12 @@ def test_installed_offline_from_the_copied_wheelhouse(host):
     assert not host.file("/mnt/wheels").exists
     wheels = host.file("/opt/mlflow/wheelhouse")
     assert wheels.is_directory and wheels.user == "root" and wheels.mode == 0o755
-    have = {tuple(f.split("-")[:2]) for f in wheels.listdir() if f.endswith(".whl")}
-
     def norm(s):
         return re.sub(r"[-_.]+", "_", s).lower()
 
-    have = {(norm(n), v) for n, v in have}
+    have = {(norm(f.split("-")[0]), f.split("-")[1]) for f in wheels.listdir() if f.endswith(".whl")}
     installed = json.loads(host.check_output("/opt/mlflow/current/bin/pip list --format json --disable-pip-version-check"))
     missing = [p for p in installed if p["name"] not in ("pip", "setuptools") and (norm(p["name"]), p["version"]) not in have]
     assert ("mlflow", "3.17.2") in have and not missing, missing
-    import glob
-    import tempfile
-
     assert not glob.glob(os.path.join(tempfile.gettempdir(), "ansible.*.wheels.tar")), "the archive was left on the control node"
     print(f"wheelhouse: {len(have)} wheels copied; {len(installed)} packages in the venv, all from them")
