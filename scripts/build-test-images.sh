@@ -65,12 +65,12 @@ al2023() {
     docker_build "$repo/amazonlinux:2023-$h" "$here/al2023.Dockerfile"
 }
 
-service_image() {  # $1 = name of scripts/images/NAME.Dockerfile, built FROM debian:12
-  local base h
-  base=$(docker image inspect --format '{{.Id}}' "$repo/debian:12")
+service_image() {  # $1 = name of scripts/images/NAME.Dockerfile; $2 = Debian major (default 12), $3 = stable tag
+  local major=${2:-12} stable=${3:-latest} base h
+  base=$(docker image inspect --format '{{.Id}}' "$repo/debian:$major")
   h=$( (echo "$base"; cat "$here/$1.Dockerfile") | hash_of)
-  ensure "$repo/$1:$h" "$repo/$1:latest" \
-    docker_build "$repo/$1:$h" "$here/$1.Dockerfile" --build-arg "BASE=$repo/debian:12"
+  ensure "$repo/$1:$h" "$repo/$1:$stable" \
+    docker_build "$repo/$1:$h" "$here/$1.Dockerfile" --build-arg "BASE=$repo/debian:$major"
 }
 
 run_parallel() {  # run each argument (a function call) in the background, fail if any fails
@@ -99,8 +99,11 @@ for d in $distros; do
     *) log "ERROR: unknown distro '$d' in MLFLOW_TEST_DISTROS (known: debian12 debian13 al2023)"; exit 2 ;;
   esac
 done
-# The service images need debian:12 even when only other distros are asked for.
+# The service images need debian:12 and debian:13 even when only other distros are asked for.
 case " $distros " in *" debian12 "*) ;; *) jobs+=("debian bookworm 12") ;; esac
+case " $distros " in *" debian13 "*) ;; *) jobs+=("debian trixie 13") ;; esac
 case " ${jobs[*]} " in *" debian "*) need_debootstrap ;; esac
 run_parallel "${jobs[@]}"
-run_parallel "service_image moto" "service_image postgres"
+# postgres: Debian 12's PostgreSQL 15; postgres:17 (Debian 13) stands in for RDS at its default
+# major version in molecule/e2e; ec2host (Debian 13 + sshd + cloud-init) plays the EC2 instance there.
+run_parallel "service_image moto" "service_image postgres" "service_image postgres 13 17" "service_image ec2host 13 13"
