@@ -1,0 +1,113 @@
+"""Fixtures of the end-to-end verifier. Everything here talks to the scenario's own
+containers (172.30.254.0/24 on the e2e-net docker network) and to nothing else."""
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+INVENTORY = EPHEMERAL / "inventory"
+CONTROL = EPHEMERAL / "control"  # mlflow_local_state_dir
+EMULATOR = "http://172.30.254.10:5000"
+URL = "https://172.30.254.20"  # mlflow_public_hostname
+DEPLOYMENT = "e2e"
+REGION = "eu-west-1"
+HOST = "e2e-ec2"
+VENV_BIN = ROOT / ".venv" / "bin"
+
+# The environment molecule gives the playbooks: dummy credentials, nothing reaches AWS.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost,172.30.254.0/24",
+}
+
+
+class Secret(str):
+    """A password that never shows up in a failure report."""
+
+    def __repr__(self):
+        return "<secret>"
+
+
+def secret(name):
+    # ansible's password lookup stores "<password> salt=..." when it salts; first word only.
+    return Secret((EPHEMERAL / "secrets" / name).read_text().split()[0])
+
+
+def aws(service):
+    return boto3.client(service, endpoint_url=EMULATOR, region_name=REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def on_host(*argv, check=True):
+    """Run a command in the EC2 stand-in (docker exec: inspection only; Ansible used SSH)."""
+    res = subprocess.run(["docker", "exec", HOST, *argv], capture_output=True, text=True, check=False)
+    if check:
+        assert res.returncode == 0, f"{argv}: rc={res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def playbook(*args, timeout=1800):
+    """ansible-playbook with the scenario's inventory, as a user runs it; returns (rc, output)."""
+    env = dict(os.environ, **AWS_ENV)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    res = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=timeout, check=False)
+    return res.returncode, res.stdout + res.stderr
+
+
+def recap(output):
+    """{host: {'ok': n, 'changed': n, ...}} from a PLAY RECAP."""
+    hosts = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", output, re.M):
+        hosts[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return hosts
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def instance():
+    reservations = aws("ec2").describe_instances(Filters=[
+        {"Name": "tag:mlflow:deployment", "Values": [DEPLOYMENT]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ])["Reservations"]
+    instances = [i for r in reservations for i in r["Instances"]]
+    assert len(instances) == 1, instances
+    return instances[0]
+
+
+@pytest.fixture(scope="session")
+def client_env():
+    """The client settings site.yml prints, with the admin's password from the 'vault'."""
+    ca = CONTROL / "front-door-ca.pem"
+    assert ca.is_file(), f"site.yml did not fetch the front door's CA to {ca}"
+    env = dict(os.environ)
+    env.update({
+        "NO_PROXY": "172.30.254.0/24," + os.environ.get("NO_PROXY", ""),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": URL,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": secret("admin"),
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": str(ca),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "300",
+    })
+    return env
