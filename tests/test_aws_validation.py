@@ -42,6 +42,9 @@ def run_provision(extra_vars):
         "mlflow_deployment_name": "validation",
         "mlflow_aws_region": "eu-west-1",
         "mlflow_aws_endpoint_url": f"http://127.0.0.1:{closed_port()}",
+        # Direct SSH: the Session Manager tools (checked in the same validation play) are not
+        # what these tests are about; tests/test_connection_validation.py covers them.
+        "mlflow_ssh_proxy_command": "",
     }
     base.update(extra_vars)
     return subprocess.run(
@@ -64,6 +67,11 @@ CASES = {
     "bucket_name_uppercase": ({"aws_artifact_bucket_name": "My_Artifacts"}, "aws_artifact_bucket_name"),
     "bucket_name_ip": ({"aws_artifact_bucket_name": "192.168.1.10"}, "aws_artifact_bucket_name"),
     "bucket_name_too_short": ({"aws_artifact_bucket_name": "ab"}, "aws_artifact_bucket_name"),
+    "engine_major_with_minor": ({"aws_rds_postgres_engine_major_version": "17.2"}, "aws_rds_postgres_engine_major_version"),
+    "engine_major_too_old": ({"aws_rds_postgres_engine_major_version": "9"}, "aws_rds_postgres_engine_major_version"),
+    "engine_major_float": ({"aws_rds_postgres_engine_major_version": 17.2}, "aws_rds_postgres_engine_major_version"),
+    "allow_major_upgrade_not_bool": ({"aws_rds_postgres_allow_major_version_upgrade": "maybe"},
+                                     "aws_rds_postgres_allow_major_version_upgrade"),
     "backup_retention_zero": ({"aws_rds_postgres_backup_retention_days": 0}, "aws_rds_postgres_backup_retention_days"),
     "world_https_without_opt_in": ({"aws_security_groups_https_cidrs": ["0.0.0.0/0"]}, "aws_security_groups_allow_from_anywhere"),
     "world_ssh_without_opt_in": ({"aws_security_groups_ssh_enabled": True, "aws_security_groups_ssh_cidrs": ["::/0"]},
@@ -84,6 +92,15 @@ def test_bad_variable_fails_before_any_aws_call(case):
     assert variable in out, f"failure does not name {variable}:\n{out[-3000:]}"
     assert PROVISION_PLAY not in out, f"validation let {case} through to the AWS play:\n{out[-3000:]}"
     assert "Could not connect to the endpoint" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize("major", ["17", 17, "18"])
+def test_engine_major_version_passes_validation(major):
+    """A major version, as a string or a number, passes validation: the run only fails at the first AWS call."""
+    res = run_provision({"aws_rds_postgres_engine_major_version": major, "aws_rds_postgres_allow_major_version_upgrade": True})
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert PROVISION_PLAY in out, out[-3000:]
 
 
 def test_world_rule_with_opt_in_passes_validation():
