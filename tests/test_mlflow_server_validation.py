@@ -35,6 +35,13 @@ CASES = [
     ("no-db-password", {"mlflow_server_db_password": ""}, "mlflow_server_db_password"),
     ("relative-artifacts", {"mlflow_server_artifacts_destination": "mlartifacts"}, "mlflow_server_artifacts_destination"),
     ("missing-wheelhouse", {"mlflow_server_wheelhouse": "/nonexistent/wheels"}, "mlflow_server_wheelhouse"),
+    ("db-server-version-minor", {"mlflow_server_db_server_version": "17.4"}, "mlflow_server_db_server_version"),
+    ("db-server-version-word", {"mlflow_server_db_server_version": "latest"}, "mlflow_server_db_server_version"),
+    ("db-server-version-prefixed", {"mlflow_server_db_server_version": "pg17"}, "mlflow_server_db_server_version"),
+    ("db-server-version-9.6", {"mlflow_server_db_server_version": "9.6"}, "mlflow_server_db_server_version"),
+    ("db-server-version-too-old", {"mlflow_server_db_server_version": "9"}, "mlflow_server_db_server_version"),
+    ("db-server-version-injection", {"mlflow_server_db_server_version": "17; rm -rf /"}, "mlflow_server_db_server_version"),
+    ("db-server-version-list", {"mlflow_server_db_server_version": ["17"]}, "mlflow_server_db_server_version"),
     ("budget-too-small", {"mlflow_server_db_connection_budget": 1, "mlflow_server_workers": 2}, "mlflow_server_db_connection_budget"),
 ]
 
@@ -53,6 +60,14 @@ def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, extra, variab
     assert FIRST_TASK_AFTER_VALIDATION not in out, f"tasks after validation ran:\n{out}"
     assert not re.search(r"^changed: \[", out, re.M), out
     assert re.search(r"localhost\s+: ok=\d+\s+changed=0", out), out
+
+
+@pytest.mark.parametrize("version", ["", "15", "17", 17])
+def test_good_db_server_versions_pass_validation(tmp_path, env_with_venv, version):
+    """Empty (unknown) and a major version, as a string or a number, pass to the OS check."""
+    res = run_role_check(tmp_path, env_with_venv, "mlflow_server", {**GOOD, "mlflow_server_db_server_version": version})
+    out = res.stdout + res.stderr
+    assert "mlflow_server supports Debian 12/13 and Amazon Linux 2023" in out, out
 
 
 def test_good_variables_pass_validation(tmp_path, env_with_venv):

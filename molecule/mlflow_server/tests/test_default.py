@@ -349,29 +349,34 @@ def schema(host, set_to=None):
     return json.loads(host.check_output(f"/opt/mlflow/current/bin/python -c {shlex.quote(SCHEMA_PY)}{arg}"))
 
 
+def converge(extra_vars=None):
+    """Re-run the scenario's converge playbook on the group, as molecule does; the completed process."""
+    import shutil
+    import subprocess
+    import sys
+
+    playbook = shutil.which("ansible-playbook") or os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    cmd = [playbook, "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]),
+           os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ), check=False)
+
+
 def test_failed_migration_stops_the_group_and_keeps_it_serving(host):
     """The schema is put back one revision, so the role must migrate and the last migration
     collides with the tables it already made: the play stops on every host, after a backup, with
     the cause and what to do; PostgreSQL rolls the migration back and no server restarts."""
     if not name(host).endswith("-a"):
         pytest.skip("the group's migration runs on its first host")
-    import shutil
-    import subprocess
-    import sys
-
     hosts = [RUNNER.get_host(h) for h in testinfra_hosts]
     state = schema(host)
     assert state["current"] == state["head"] and state["previous"], state
     pids = [h.check_output("systemctl show -P MainPID mlflow.service") for h in hosts]
     dumps = host.check_output("find /var/backups/mlflow -name '*.dump' | wc -l")
-    playbook = shutil.which("ansible-playbook") or os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    converge = os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
     schema(host, state["previous"])
     try:
-        run = subprocess.run(
-            [playbook, "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), converge],
-            capture_output=True, text=True, timeout=900, env=dict(os.environ), check=False,
-        )
+        run = converge()
         after = schema(host)
     finally:
         schema(host, state["head"])
@@ -394,3 +399,213 @@ def test_failed_migration_stops_the_group_and_keeps_it_serving(host):
     assert [h.check_output("systemctl show -P MainPID mlflow.service") for h in hosts] == pids
     assert schema(host)["current"] == state["head"]
     test_health_is_unauthenticated_but_the_api_is_not(host)
+
+
+# ---- the PostgreSQL client follows the database server's major version --------------
+
+SERVER_VERSION_PY = """\
+import importlib.util, os
+import sqlalchemy
+spec = importlib.util.spec_from_file_location("dbctl", "/opt/mlflow/bin/mlflow-dbctl.py")
+dbctl = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dbctl)
+dbctl.load_env_file("/etc/mlflow/mlflow.env")
+engine = sqlalchemy.create_engine(os.environ["MLFLOW_BACKEND_STORE_URI"])
+with engine.connect() as conn:
+    print(conn.execute(sqlalchemy.text("SHOW server_version_num")).scalar())
+"""
+SERVER_MAJOR = "15"  # mlflow_server_db_server_version in molecule.yml
+DBCTL = "/opt/mlflow/current/bin/python /opt/mlflow/bin/mlflow-dbctl.py --env-file /etc/mlflow/mlflow.env"
+
+
+def server_major(host):
+    return int(host.check_output(f"/opt/mlflow/current/bin/python -c {shlex.quote(SERVER_VERSION_PY)}")) // 10000
+
+
+def test_pg_client_follows_the_server_version(host):
+    """mlflow_server_db_server_version is the stand-in server's real major (15): Debian 12 gets
+    postgresql-client-15, Debian 13 (which offers 17 only) the next newer, postgresql-client-17,
+    instead of the distribution's default postgresql-client; the upgrade backed up with that pg_dump."""
+    assert server_major(host) == int(SERVER_MAJOR), "molecule.yml's mlflow_server_db_server_version is not the server's"
+    major = 15 if name(host).endswith("-a") else 17
+    assert host.package(f"postgresql-client-{major}").is_installed
+    assert not host.package("postgresql-client").is_installed, "the default client was installed as well"
+    pg_dump = f"/usr/lib/postgresql/{major}/bin/pg_dump"
+    assert f"(PostgreSQL) {major}." in host.check_output(f"{pg_dump} --version")
+    if not name(host).endswith("-a"):
+        return
+    backed_up = [m for m in migrations(host) if m["backups"]]
+    if host.file("/opt/mlflow/venvs/3.16.1/bin/mlflow").exists:  # prepare's upgrade path ran
+        used = backed_up[-1]["pg_dump"]
+        assert used["path"] == pg_dump and used["major"] == 15 and used["server_major"] == 15, used
+        print(f"upgrade backup: {used['version']} against server {used['server_version']}")
+
+
+def test_dbctl_refuses_a_pg_dump_older_than_the_server(host):
+    """mlflow-dbctl.py compares pg_dump's major with the server's (SHOW server_version_num) before
+    the first backup: an older one is refused, naming both, before anything is backed up or migrated."""
+    if not name(host).endswith("-a"):
+        pytest.skip("once, against the shared database")
+    fake = "/root/pg_dump-14"
+    host.check_output(f"printf '#!/bin/sh\\necho \"pg_dump (PostgreSQL) 14.13\"\\n' > {fake} && chmod 0755 {fake}")
+    state = schema(host)
+    schema(host, state["previous"])
+    try:
+        res = host.run(f"{DBCTL} migrate --backup-dir /root/dbctl-test --pg-dump {fake}")
+        after = schema(host)
+    finally:
+        schema(host, state["head"])
+        host.run(f"rm -rf {fake} /root/dbctl-test")
+    out = json.loads(res.stdout)
+    print(out["error"])
+    assert res.rc == 1 and out["failed"] and out["backups"] == [], res.stdout
+    assert "pg_dump 14" in out["error"] and "PostgreSQL 15" in out["error"], out["error"]
+    assert 'mlflow_server_db_server_version: "15"' in out["error"], out["error"]
+    assert after["current"] == state["previous"], "migrated although the backup was refused"
+
+
+def host_state(h):
+    """What a refused run must leave as it was: packages, the running server, the unit and env files."""
+    return {
+        "packages": h.check_output("dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n'"),
+        "pid": h.check_output("systemctl show -P MainPID mlflow.service"),
+        "files": h.check_output("sha256sum /etc/systemd/system/mlflow.service /etc/mlflow/mlflow.env"),
+        "venvs": h.check_output("ls /opt/mlflow/venvs"),
+    }
+
+
+def test_server_newer_than_the_offered_client_stops_before_any_change(host):
+    """The group is told the server runs PostgreSQL 17: Debian 13 (-b) offers postgresql-client-17,
+    Debian 12 (-a) only 15, whose pg_dump would refuse the server at the next upgrade. The play stops
+    on every host after the package cache refresh and before any install, naming both versions, the
+    missing package, the variable and the fix; nothing changed, the servers keep serving."""
+    if not name(host).endswith("-a"):
+        pytest.skip("one run for the group")
+    hosts = [RUNNER.get_host(h) for h in testinfra_hosts]
+    before = [host_state(h) for h in hosts]
+    run = converge({"mlflow_server_db_server_version": "17"})
+    out = run.stdout + run.stderr
+    print("\n".join(line for line in out.splitlines() if "PostgreSQL 17" in line)[-1500:])
+    assert run.returncode != 0, out[-3000:]
+    msg = re.search(r"The database server runs PostgreSQL 17 .*?Nothing was installed or configured\.", out, re.S)
+    assert msg, out[-3000:]
+    msg = " ".join(msg.group(0).split())
+    assert f"on {name(host)} offers the PostgreSQL client 15 only" in msg, msg
+    assert "the package postgresql-client-17 is not available" in msg, msg
+    assert "mlflow_server_db_server_version=17" in msg and "PGDG" in msg, msg
+    assert "TASK [mlflow_server : Install OS packages" not in out, "a host went on to install packages"
+    assert DB_PASSWORD not in out and ADMIN_PASSWORD not in out
+    assert [host_state(h) for h in hosts] == before
+    for h in hosts:
+        test_health_is_unauthenticated_but_the_api_is_not(h)
+
+
+# ---- restarts: one server at a time, each healthy before the next ------------------------
+
+RESTART_PY = """\
+import json, subprocess, threading, time, urllib.request
+url = "http://127.0.0.1:5000/health"
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def healthy():
+    try:
+        with opener.open(url, timeout=2) as r:
+            return r.status == 200
+    except Exception:
+        return False
+seen, stop = [], threading.Event()
+def poll():
+    while not stop.is_set():
+        start = time.monotonic()
+        seen.append((start, healthy()))
+        time.sleep(0.1)
+t0 = time.monotonic()
+poller = threading.Thread(target=poll)
+poller.start()
+rc = subprocess.run(["systemctl", "restart", "mlflow.service"]).returncode
+returned = time.monotonic() - t0
+right_after = healthy()
+stop.set()
+poller.join()
+down = [t - t0 for t, ok in seen if not ok]
+up = [t - t0 for t, ok in seen if ok and down and t - t0 > down[0]]
+print(json.dumps({"rc": rc, "returned": returned, "healthy_right_after": right_after,
+                  "first_down": down[0] if down else None, "first_up": up[0] if up else None}))
+"""
+
+
+def test_restart_returns_only_once_healthy(host):
+    """The unit's ExecStartPost= gate polls /health: `systemctl restart` returns only once the new
+    server answers 200 (one request right after it returns, no retry), measured against a poller
+    that sees the server go down and come back."""
+    post = host.check_output("systemctl show -P ExecStartPost mlflow.service")
+    assert "/opt/mlflow/bin/mlflow-health-gate.py" in post and ":5000/health" in post, post
+    pid = host.check_output("systemctl show -P MainPID mlflow.service")
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    m = json.loads(host.check_output(f"python3 -c {shlex.quote(RESTART_PY)}"))
+    print(f"{name(host)}: restart returned after {m['returned']:.1f} s; the poller saw /health fail at "
+          f"+{m['first_down']:.1f} s and answer 200 again at +{(m['first_up'] or 0):.1f} s")
+    assert m["rc"] == 0, m
+    assert m["first_down"] is not None and m["first_down"] < m["returned"], f"the server never went down: {m}"
+    assert m["healthy_right_after"], f"systemctl restart returned before /health answered 200: {m}"
+    assert host.check_output("systemctl show -P ActiveState mlflow.service") == "active"
+    assert host.check_output("systemctl show -P MainPID mlflow.service") != pid
+    journal = host.check_output(f"journalctl -u mlflow.service --since {shlex.quote(since)} --no-pager -o cat")
+    assert re.search(r":5000/health answered 200 after [0-9.]+ s", journal), journal[-2000:]
+
+
+NEVER_HEALTHY = "/run/systemd/system/mlflow.service.d/zz-molecule-never-healthy.conf"
+
+
+def unit_times(h):
+    """When the server last left the active state, last began to start, and last entered the active
+    state (monotonic µs, one clock for all containers); with the gate, 'active' means /health answered."""
+    props = h.check_output("systemctl show -p ActiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic "
+                           "-p InactiveExitTimestampMonotonic mlflow.service")
+    return {k: int(v) for k, v in (line.split("=", 1) for line in props.splitlines())}
+
+
+def test_rollout_stops_at_an_unhealthy_server_and_goes_one_at_a_time(host):
+    """A change that restarts the group: with -a made unable to serve (a drop-in runs a process that
+    never listens, and gives the gate 15 s), its restart fails at the gate and the rollout stops
+    there: -b is not restarted and keeps serving. Then, with -a fixed, the role restarts -a, and -b
+    only once -a is healthy again."""
+    if not name(host).endswith("-a"):
+        pytest.skip("one rollout for the group")
+    other = RUNNER.get_host([h for h in testinfra_hosts if h.endswith("-b")][0])
+    other_pid = other.check_output("systemctl show -P MainPID mlflow.service")
+    gate = host.check_output("systemctl show -P ExecStartPost mlflow.service")
+    gate = re.search(r"argv\[\]=(\S+ \S+ \S+) ", gate).group(1)  # python, gate script, URL
+    host.check_output(f"mkdir -p {os.path.dirname(NEVER_HEALTHY)} && printf '%s\\n' '[Service]' 'ExecStart=' "
+                      f"'ExecStart=/bin/sleep infinity' 'ExecStartPost=' 'ExecStartPost={gate} 15' > {NEVER_HEALTHY}")
+    try:
+        # Any change to the unit restarts the group; this one is harmless.
+        failed = converge({"mlflow_server_limit_nofile": 65000})
+    finally:
+        host.check_output(f"rm -f {NEVER_HEALTHY} && systemctl daemon-reload")
+    out = failed.stdout + failed.stderr
+    print("\n".join(line for line in out.splitlines() if "(item=" in line)[-1500:])
+    assert failed.returncode != 0, out[-3000:]
+    assert re.search(rf"failed: \[[^\]]+ -> {re.escape(name(host))}\] \(item={re.escape(name(host))}\)|"
+                     rf"failed: \[{re.escape(name(host))}\] \(item={re.escape(name(host))}\)", out), out[-3000:]
+    assert f"(item={name(other)})" not in out, "the rollout went on to the next server"
+    assert other.check_output("systemctl show -P MainPID mlflow.service") == other_pid
+    test_health_is_unauthenticated_but_the_api_is_not(other)
+    # Without the drop-in, systemd's own restart (Restart=on-failure) brings -a back.
+    host.run("for i in $(seq 240); do [ \"$(systemctl show -P ActiveState mlflow.service)\" = active ] && break; sleep 1; done")
+    assert host.check_output("systemctl show -P ActiveState mlflow.service") == "active"
+
+    start = int(host.check_output("python3 -c 'import time; print(time.monotonic_ns() // 1000)'"))
+    fixed = converge()
+    out = fixed.stdout + fixed.stderr
+    assert fixed.returncode == 0, out[-3000:]
+    order = re.findall(r"\(item=([^)]+)\)", out.split("Restart the marked servers")[1].split("RUNNING HANDLER")[0])
+    assert order == [name(host), name(other)], order
+    a, b = unit_times(host), unit_times(other)
+    # -a became healthy during this run, and only then did -b go down.
+    assert start < a["ActiveEnterTimestampMonotonic"] <= b["ActiveExitTimestampMonotonic"] < b["ActiveEnterTimestampMonotonic"], (a, b)
+    print(f"rollout: {name(host)} started {(a['InactiveExitTimestampMonotonic'] - start) / 1e6:.1f} s into the run and "
+          f"was healthy {(a['ActiveEnterTimestampMonotonic'] - a['InactiveExitTimestampMonotonic']) / 1e6:.1f} s later; "
+          f"{name(other)} went down {(b['ActiveExitTimestampMonotonic'] - a['ActiveEnterTimestampMonotonic']) / 1e6:.1f} s "
+          f"after that and was healthy again {(b['ActiveEnterTimestampMonotonic'] - b['ActiveExitTimestampMonotonic']) / 1e6:.1f} s later")
+    for h in (host, other):
+        test_health_is_unauthenticated_but_the_api_is_not(h)

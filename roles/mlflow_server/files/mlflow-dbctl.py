@@ -4,12 +4,17 @@
 
   mlflow-dbctl.py --env-file FILE status
   mlflow-dbctl.py --env-file FILE migrate --backup-dir DIR [--backup-s3-uri s3://b/p] [--no-backup]
+                 [--pg-dump PATH]
 
 Settings (backend URI, PGPASSWORD, auth ini, S3 endpoint) come from the systemd environment
 file, so no secret ever appears on a command line. `migrate` holds a lock (a PostgreSQL
 advisory lock, or a file lock next to the SQLite file) so that only one host of a group
 migrates; it backs the databases up, then runs `mlflow db upgrade` once, and appends what it did to
 <backup-dir>/migrations.jsonl. Output is one JSON object on stdout, without secrets.
+
+pg_dump refuses to back up a server of a newer major version: before the first backup, `migrate`
+compares the major version of PATH (default: pg_dump on the PATH) with the server's
+(SHOW server_version_num) and refuses, before anything is backed up or migrated, when it is older.
 """
 
 import argparse
@@ -18,6 +23,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -94,7 +100,7 @@ def migration_lock(uri):
         lock_path = Path(url.database + ".migrate.lock")
         with lock_path.open("w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
+            yield None
         return
     import sqlalchemy
 
@@ -102,13 +108,44 @@ def migration_lock(uri):
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:id)"), {"id": LOCK_ID})
         try:
-            yield
+            yield conn
         finally:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
     engine.dispose()
 
 
-def backup_one(uri, backup_dir, label):
+def pg_major(num):
+    """Major version from a server_version_num (170004 -> 17; 90624 -> 9)."""
+    return int(num) // 10000
+
+
+def check_pg_dump(conn, pg_dump):
+    """The pg_dump that will back up, and the server it backs up; refuses an older pg_dump."""
+    import sqlalchemy
+
+    server_num = int(conn.execute(sqlalchemy.text("SHOW server_version_num")).scalar())
+    server = f"{server_num // 10000}.{server_num % 10000}" if server_num >= 100000 else str(server_num)
+    try:
+        proc = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(f"cannot run {pg_dump} --version to back up the PostgreSQL {pg_major(server_num)} "
+                           f"server: {exc}") from exc
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", proc.stdout)
+    if not found:
+        raise RuntimeError(f"cannot read the version of {pg_dump}: {proc.stdout.strip()!r}")
+    dump_major = int(found.group(1))
+    info = {"path": pg_dump, "version": proc.stdout.strip(), "major": dump_major,
+            "server_version": server, "server_major": pg_major(server_num)}
+    if dump_major < pg_major(server_num):
+        raise RuntimeError(
+            f"pg_dump {dump_major} ({pg_dump}: {proc.stdout.strip()}) is older than the database server, "
+            f"PostgreSQL {pg_major(server_num)} ({server}), and refuses to back it up: nothing was backed up "
+            f"or migrated. Set mlflow_server_db_server_version: \"{pg_major(server_num)}\" so the role installs "
+            f"the PostgreSQL {pg_major(server_num)} client and backs up with its pg_dump")
+    return info
+
+
+def backup_one(uri, backup_dir, label, pg_dump="pg_dump"):
     from sqlalchemy.engine import make_url
 
     url = make_url(uri)
@@ -130,7 +167,7 @@ def backup_one(uri, backup_dir, label):
         for key, var in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
             if key in url.query:
                 env[var] = url.query[key]
-        cmd = ["pg_dump", "--format=custom", "--no-password", f"--file={target}",
+        cmd = [pg_dump, "--format=custom", "--no-password", f"--file={target}",
                f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}", url.database]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -153,7 +190,7 @@ def migrate(args, out):
     """Fills `out` as it goes, so that a failure can still report the backups it made."""
     uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
     out.update({"changed": False, "backups": [], "upgraded": []})
-    with migration_lock(uri):
+    with migration_lock(uri) as conn:
         before = status()  # again, under the lock: another host may have done it meanwhile
         out["before"] = before
         if before["downgrade"]:
@@ -162,9 +199,12 @@ def migrate(args, out):
             return out
         label = f"{(before['tracking']['current'] or 'empty')}"
         if args.backup and not before["tracking"]["empty"]:
-            targets = [backup_one(uri, Path(args.backup_dir), label)]
+            if conn is not None:  # PostgreSQL (the auth database is on the same server)
+                out["pg_dump"] = check_pg_dump(conn, args.pg_dump)
+            targets = [backup_one(uri, Path(args.backup_dir), label, args.pg_dump)]
             if "auth" in before and not before["auth"]["empty"]:
-                targets.append(backup_one(auth_db_uri(), Path(args.backup_dir), before["auth"]["current"] or "empty"))
+                targets.append(backup_one(auth_db_uri(), Path(args.backup_dir), before["auth"]["current"] or "empty",
+                                          args.pg_dump))
             for target in targets:
                 out["backups"].append(str(target))
                 if args.backup_s3_uri:
@@ -213,6 +253,7 @@ def main():
     mig.add_argument("--backup-dir", required=True)
     mig.add_argument("--backup-s3-uri", default="")
     mig.add_argument("--no-backup", dest="backup", action="store_false")
+    mig.add_argument("--pg-dump", default="pg_dump", help="the pg_dump that backs PostgreSQL up (default: on the PATH)")
     args = parser.parse_args()
     load_env_file(args.env_file)
     partial = {}
