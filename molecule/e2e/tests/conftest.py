@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
@@ -58,16 +59,19 @@ def on_host(*argv, check=True):
     return res
 
 
-def playbook(*args, timeout=1800):
+def playbook(*args, timeout=1200):
     """ansible-playbook with the scenario's inventory, as a user runs it; returns (rc, output)."""
     env = dict(os.environ, **AWS_ENV)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
-    res = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), *args], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=timeout, check=False)
-    return res.returncode, res.stdout + res.stderr
+    log = CONTROL / f"{Path(args[0]).stem}-{int(time.time())}.log"  # readable while it runs
+    with log.open("w+") as out:
+        res = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), *args], cwd=ROOT, env=env,
+                             stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        out.seek(0)
+        return res.returncode, out.read()
 
 
 def recap(output):

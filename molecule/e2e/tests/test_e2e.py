@@ -5,12 +5,13 @@ where said: the examples before serving their model, the re-runs last.
 """
 
 import json
+import ssl
 import subprocess
 import time
 import urllib.request
 
 import pytest
-from conftest import (CONTROL, DEPLOYMENT, ROOT, URL, VENV_BIN, aws, free_port, on_host,
+from conftest import (CONTROL, DEPLOYMENT, HOST, ROOT, URL, VENV_BIN, aws, free_port, on_host,
                       playbook, recap, secret)
 
 EXAMPLES = ["iris_registry.py", "wine_elasticnet_sweep.py", "house_prices.py"]
@@ -160,9 +161,17 @@ def test_backup_client_matches_the_database_major_version():
 # --- Re-runs: later days, and AWS changing under us ----------------------------------
 
 
-def test_configure_alone_finds_the_deployment_and_changes_nothing():
-    """The README's configure-only command, in a new process: nothing in memory from
-    provisioning; the servers are found by tags and reached over SSH again."""
+def test_stop_start_then_configure_alone_changes_nothing(instance, client_env):
+    """A later day: the instance was stopped and started (the machine rebooted), and the
+    README's configure-only command runs in a new process, with nothing in memory from
+    provisioning. It finds the server by its tags, waits for it to answer, and changes
+    nothing: the Elastic IP kept the address the certificate and allowed hosts name."""
+    ec2 = aws("ec2")
+    iid = instance["InstanceId"]
+    before = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]
+    ec2.stop_instances(InstanceIds=[iid])
+    ec2.start_instances(InstanceIds=[iid])
+    subprocess.run(["docker", "restart", HOST], check=True, capture_output=True)  # the reboot itself
     started = time.monotonic()
     rc, out = playbook("playbooks/configure.yml")
     elapsed = time.monotonic() - started
@@ -171,7 +180,12 @@ def test_configure_alone_finds_the_deployment_and_changes_nothing():
     assert any(h.startswith("i-") for h in hosts), hosts
     assert all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
     assert f"MLflow is up behind its TLS front door: {URL}" in out
-    print(f"configure.yml alone: {elapsed:.0f} s, recap {hosts}")
+    after = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]
+    assert [a["PublicIp"] for a in after] == [a["PublicIp"] for a in before], (before, after)
+    ctx = ssl.create_default_context(cafile=client_env["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    with urllib.request.urlopen(f"{URL}/health", context=ctx, timeout=30) as resp:
+        assert resp.status == 200
+    print(f"stop/start + reboot, then configure.yml alone: {elapsed:.0f} s, recap {hosts}")
 
 
 def test_minor_version_upgrade_by_aws_was_kept():
