@@ -30,7 +30,7 @@ AWS_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     "AWS_EC2_METADATA_DISABLED": "true",
     "HTTPS_PROXY": "http://127.0.0.1:9",
-    "NO_PROXY": "127.0.0.1,localhost,172.30.254.0/24",
+    "NO_PROXY": "127.0.0.1,localhost,172.30.254.10,172.30.254.20,172.30.254.0/24",
 }
 
 
@@ -106,7 +106,7 @@ def client_env():
     assert ca.is_file(), f"site.yml did not fetch the front door's CA to {ca}"
     env = dict(os.environ)
     env.update({
-        "NO_PROXY": "172.30.254.0/24," + os.environ.get("NO_PROXY", ""),
+        "NO_PROXY": "172.30.254.10,172.30.254.20,172.30.254.0/24," + os.environ.get("NO_PROXY", ""),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": URL,
         "MLFLOW_TRACKING_USERNAME": "admin",
