@@ -61,22 +61,23 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_configure_rejects_before_looking_for_hosts(case):
+def assert_rejected(playbook, case, first_change):
+    """The run fails, names the case's variable and never reaches first_change."""
     extra, variable = CASES[case]
-    rc, out = run("playbooks/configure.yml", extra)
+    rc, out = run(playbook, extra)
     assert rc != 0, out[-3000:]
     assert variable in out, f"failure does not name {variable}:\n{out[-3000:]}"
-    assert FIND_TASK not in out, f"{case} got past validation:\n{out[-3000:]}"
+    assert first_change not in out, f"{case} got past validation:\n{out[-3000:]}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_configure_rejects_before_looking_for_hosts(case):
+    assert_rejected("playbooks/configure.yml", case, FIND_TASK)
 
 
 @pytest.mark.parametrize("case", ["proxy_command_quote", "state_dir_relative", "public_hostname_url"])
 def test_provision_rejects_before_any_aws_call(case):
-    extra, variable = CASES[case]
-    rc, out = run("playbooks/provision.yml", extra)
-    assert rc != 0, out[-3000:]
-    assert variable in out, f"failure does not name {variable}:\n{out[-3000:]}"
-    assert PROVISION_PLAY not in out, f"{case} got past validation:\n{out[-3000:]}"
+    assert_rejected("playbooks/provision.yml", case, PROVISION_PLAY)
 
 
 def test_session_manager_tools_are_required_by_the_default_transport(tmp_path):
