@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup venv docker images lint test molecule demo demo-destroy clean
+.PHONY: help setup venv docker images lint test molecule demo demo-destroy docs clean
 
 help:
 	@echo "make setup   - venv (.venv), Docker engine, locally built test images"
@@ -12,6 +12,7 @@ help:
 	@echo "make test    - every test: lint, role metadata, all molecule scenarios (pytest)"
 	@echo "make molecule SCENARIO=name - one molecule scenario"
 	@echo "make demo    - the whole product locally: AWS emulator + containers as hosts"
+	@echo "make docs    - regenerate the role READMEs' variable tables from meta/argument_specs.yml"
 
 venv:
 	@scripts/setup-venv.sh
@@ -39,6 +40,9 @@ demo: setup
 
 demo-destroy: venv
 	scripts/demo.sh down
+
+docs: venv
+	python scripts/role-docs.py
 
 clean:
 	rm -rf .test-logs .pytest_cache
