@@ -16,7 +16,7 @@ PLAYBOOK = textwrap.dedent(
       connection: local
       gather_facts: false
       roles:
-        - role: {role}
+        - role: mlflow_aws.mlflow.{role}
     """
 )
 
@@ -29,7 +29,7 @@ def run_role_check(tmp_path, env, role, variables):
     return subprocess.run(
         ["ansible-playbook", "--check", "-i", "localhost,", str(play), "-e", f"@{varsfile}"],
         cwd=ROOT,
-        env={**env, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FORCE_COLOR": "0"},
+        env={**env, "ANSIBLE_FORCE_COLOR": "0"},
         text=True,
         capture_output=True,
         timeout=300,

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlflow-aws team. Apache-2.0.
 """The connection options every mlflow_auth module takes (their code shares
-CONNECTION_ARGS from roles/mlflow_auth/module_utils/mlflow_auth_api.py)."""
+CONNECTION_ARGS from plugins/module_utils/mlflow_auth_api.py)."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -48,13 +48,13 @@ options:
     choices: [present, absent]
     default: present
 extends_documentation_fragment:
-  - mlflow_auth_api
+  - mlflow_aws.mlflow.mlflow_auth_api
 author: mlflow-aws team
 """
 
 EXAMPLES = r"""
 - name: A reader
-  mlflow_auth_user:
+  mlflow_aws.mlflow.mlflow_auth_user:
     admin_username: admin
     admin_password: "{{ vault_mlflow_admin_password }}"
     name: alice
@@ -74,7 +74,7 @@ changes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mlflow_auth_api import (
+from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
     CONNECTION_ARGS,
     SYNTHETIC_ROLE_RE,
     MlflowAuthError,

@@ -28,7 +28,7 @@ author: mlflow-aws team
 
 EXAMPLES = r"""
 - name: PostgreSQL 16 parameters forcing TLS
-  aws_rds_postgres_parameter_group:
+  mlflow_aws.mlflow.aws_rds_postgres_parameter_group:
     name: demo-postgres16
     family: postgres16
     parameters: {rds.force_ssl: "1"}

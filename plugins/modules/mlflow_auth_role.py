@@ -59,13 +59,13 @@ options:
     choices: [present, absent]
     default: present
 extends_documentation_fragment:
-  - mlflow_auth_api
+  - mlflow_aws.mlflow.mlflow_auth_api
 author: mlflow-aws team
 """
 
 EXAMPLES = r"""
 - name: Data scientists edit every experiment
-  mlflow_auth_role:
+  mlflow_aws.mlflow.mlflow_auth_role:
     admin_username: admin
     admin_password: "{{ vault_mlflow_admin_password }}"
     name: data-scientists
@@ -86,7 +86,7 @@ changes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mlflow_auth_api import (
+from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
     CONNECTION_ARGS,
     PERMISSIONS,
     MlflowAuthError,

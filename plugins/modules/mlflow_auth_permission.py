@@ -44,13 +44,13 @@ options:
     choices: [present, absent]
     default: present
 extends_documentation_fragment:
-  - mlflow_auth_api
+  - mlflow_aws.mlflow.mlflow_auth_api
 author: mlflow-aws team
 """
 
 EXAMPLES = r"""
 - name: Alice may read the churn experiment
-  mlflow_auth_permission:
+  mlflow_aws.mlflow.mlflow_auth_permission:
     admin_username: admin
     admin_password: "{{ vault_mlflow_admin_password }}"
     user: alice
@@ -72,7 +72,7 @@ resource_id:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mlflow_auth_api import (
+from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
     CONNECTION_ARGS,
     DEFAULT_WORKSPACE,
     PERMISSIONS,
