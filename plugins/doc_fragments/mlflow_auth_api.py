@@ -1,5 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: mlflow-aws team. Apache-2.0.
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """The connection options every mlflow_auth module takes (their code shares
 CONNECTION_ARGS from plugins/module_utils/mlflow_auth_api.py)."""
 

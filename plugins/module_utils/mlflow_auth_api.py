@@ -1,24 +1,23 @@
 # -*- coding: utf-8 -*-
-# Copyright: mlflow-aws team. Apache-2.0.
-"""Minimal client of MLflow's basic-auth REST API (MLflow 3.17), stdlib only, so the
-modules run on the target's system python3 without extra packages."""
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Minimal client of MLflow's basic-auth REST API (MLflow 3.17). HTTP goes through
+ansible.module_utils.urls (standard library underneath), so the modules run on the
+target's system python3 without extra packages."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
 import json
 import re
 import ssl
-import time
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode
 
-try:
-    from urllib import error as urlerror
-    from urllib import parse as urlparse
-    from urllib import request as urlrequest
-except ImportError:  # pragma: no cover - Python 2 is not supported
-    urlerror = urlparse = urlrequest = None
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import Request, make_context
 
 DEFAULT_WORKSPACE = "default"
 SYNTHETIC_ROLE_RE = re.compile(r"^__user_\d+__$")
@@ -49,36 +48,39 @@ class MlflowAuthClient:
     def __init__(self, api_url, admin_username, admin_password, ca_path=None, validate_certs=True, timeout=30):
         self.api_url = api_url.rstrip("/")
         self.admin = (admin_username, admin_password)
-        self.timeout = timeout
-        self.context = None
-        if self.api_url.startswith("https://"):
-            self.context = ssl.create_default_context(cafile=ca_path)
-            if not validate_certs:
-                self.context.check_hostname = False
-                self.context.verify_mode = ssl.CERT_NONE
+        self.http = Request(timeout=timeout, validate_certs=validate_certs, ca_path=ca_path,
+                            force_basic_auth=True, use_netrc=False)
+        self._tls = (ca_path, validate_certs)
+        self._context = None
 
-    @staticmethod
-    def _basic(credentials):
-        token = base64.b64encode(("%s:%s" % credentials).encode("utf-8")).decode("ascii")
-        return "Basic " + token
+    def _ssl_context(self):
+        """Built once per client: open_url would load the CA store again on every request.
+        A plain http:// API gets a context that trusts nothing (a redirect to https fails)."""
+        if self._context is None:
+            if self.api_url.startswith("https://"):
+                self._context = make_context(cafile=self._tls[0], validate_certs=self._tls[1])
+            else:
+                self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        return self._context
 
     def request(self, method, path, params=None, body=None, credentials=None, ok=(200,)):
         """Return (status, parsed JSON or text). Raise MlflowAuthError unless status is in ok."""
         url = self.api_url + path
         if params:
-            url += "?" + urlparse.urlencode(params)
+            url += "?" + urlencode(params)
         data = None
-        headers = {"Authorization": self._basic(credentials or self.admin), "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        req = urlrequest.Request(url, data=data, headers=headers, method=method)
+        username, password = credentials or self.admin
         try:
-            resp = urlrequest.urlopen(req, timeout=self.timeout, context=self.context)
+            resp = self.http.open(method, url, data=data, headers=headers, url_username=username,
+                                  url_password=password, context=self._ssl_context())
             status, raw = resp.status, resp.read()
-        except urlerror.HTTPError as exc:
+        except HTTPError as exc:
             status, raw = exc.code, exc.read()
-        except (urlerror.URLError, OSError) as exc:
+        except (URLError, UrlsConnectionError, OSError) as exc:
             raise MlflowAuthError("cannot reach the MLflow API at %s: %s" % (self.api_url, exc))
         text = raw.decode("utf-8", "replace")
         try:
@@ -88,31 +90,18 @@ class MlflowAuthClient:
         if status not in ok:
             if status == 401 and credentials is None:
                 raise MlflowAuthError(
-                    "the MLflow API rejected the admin credentials (HTTP 401): check "
-                    "mlflow_auth_admin_username / mlflow_auth_admin_password", status, parsed)
+                    "the MLflow API rejected the admin credentials (HTTP 401): check admin_username / "
+                    "admin_password (the mlflow_auth role: mlflow_auth_admin_username / mlflow_auth_admin_password)",
+                    status, parsed)
             message = parsed.get("message") if isinstance(parsed, dict) else text
             raise MlflowAuthError("%s %s answered HTTP %s: %s" % (method, path, status, message), status, parsed)
         return status, parsed
 
-    def wait_until_up(self, timeout):
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            try:
-                status, _ = self.request("GET", "/health", ok=(200, 401, 403, 404, 503))
-                if status == 200:
-                    return
-                last = "HTTP %s" % status
-            except MlflowAuthError as exc:
-                last = str(exc)
-            time.sleep(2)
-        raise MlflowAuthError("MLflow at %s did not answer /health within %s s (%s)" % (self.api_url, timeout, last))
-
     # ---- users ----
     def check_credentials(self, username, password):
         """True when username/password authenticate (the stored password matches)."""
-        status, _ = self.request("GET", "/api/2.0/mlflow/users/current",
-                                 credentials=(username, password), ok=(200, 401, 403))
+        status = self.request("GET", "/api/2.0/mlflow/users/current",
+                              credentials=(username, password), ok=(200, 401, 403))[0]
         return status == 200
 
     def get_user(self, username):
@@ -201,7 +190,7 @@ class MlflowAuthClient:
                 return None, True
             body = self.request("POST", "/api/2.0/mlflow/experiments/create", body={"name": resource})[1]
             return body["experiment_id"], True
-        status, _ = self.request("GET", "/api/2.0/mlflow/registered-models/get", params={"name": resource}, ok=(200, 404))
+        status = self.request("GET", "/api/2.0/mlflow/registered-models/get", params={"name": resource}, ok=(200, 404))[0]
         if status == 200:
             return resource, False
         if not create_missing:

@@ -1,7 +1,13 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Apache-2.0
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Small, emulator-friendly replacement for amazon.aws.rds_instance_param_group."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 DOCUMENTATION = r"""
 module: aws_rds_postgres_parameter_group
@@ -23,7 +29,7 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
-author: mlflow-aws team
+author: mlflow-aws team (!UNKNOWN)
 """
 
 EXAMPLES = r"""

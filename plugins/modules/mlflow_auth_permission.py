@@ -1,6 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: mlflow-aws team. Apache-2.0.
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 
 from __future__ import absolute_import, division, print_function
 
@@ -45,7 +47,7 @@ options:
     default: present
 extends_documentation_fragment:
   - mlflow_aws.mlflow.mlflow_auth_api
-author: mlflow-aws team
+author: mlflow-aws team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -76,6 +78,7 @@ from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api 
     CONNECTION_ARGS,
     DEFAULT_WORKSPACE,
     PERMISSIONS,
+    RESOURCE_TYPES,
     MlflowAuthError,
     client_from_module,
 )
@@ -94,7 +97,7 @@ def run(module):
     if p["state"] == "absent":
         # Do not create anything just to revoke from it.
         try:
-            pattern, _ = client.resolve_pattern(p["resource_type"], p["resource"], False, True)
+            pattern = client.resolve_pattern(p["resource_type"], p["resource"], False, True)[0]
         except MlflowAuthError:
             return dict(changed=False, changes=changes, resource_id=None)
     else:
@@ -132,7 +135,7 @@ def main():
     argument_spec = dict(CONNECTION_ARGS)
     argument_spec.update(
         user=dict(type="str", required=True),
-        resource_type=dict(type="str", required=True, choices=["experiment", "registered_model", "prompt", "scorer"]),
+        resource_type=dict(type="str", required=True, choices=[t for t in RESOURCE_TYPES if t != "workspace"]),
         resource=dict(type="str", required=True),
         permission=dict(type="str", choices=list(PERMISSIONS)),
         create_missing=dict(type="bool", default=True),

@@ -1,6 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: mlflow-aws team. Apache-2.0.
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 
 from __future__ import absolute_import, division, print_function
 
@@ -13,7 +15,7 @@ short_description: Manage an MLflow RBAC role and its permissions through the au
 description:
   - MLflow 3.17's basic-auth app has roles scoped to a workspace (C(default) when workspaces are
     off). A role holds grants (resource type, resource pattern, permission); users are assigned
-    roles (see mlflow_auth_user's O(roles)).
+    roles (see O(mlflow_aws.mlflow.mlflow_auth_user#module:roles)).
   - The role's grants are reconciled to exactly O(permissions).
   - Uses only the Python standard library.
 options:
@@ -60,7 +62,7 @@ options:
     default: present
 extends_documentation_fragment:
   - mlflow_aws.mlflow.mlflow_auth_api
-author: mlflow-aws team
+author: mlflow-aws team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -89,6 +91,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
     CONNECTION_ARGS,
     PERMISSIONS,
+    RESOURCE_TYPES,
     MlflowAuthError,
     client_from_module,
 )
@@ -154,8 +157,7 @@ def main():
         workspace=dict(type="str", default="default"),
         description=dict(type="str", default=""),
         permissions=dict(type="list", elements="dict", default=[], options=dict(
-            resource_type=dict(type="str", required=True,
-                               choices=["experiment", "registered_model", "prompt", "scorer", "workspace"]),
+            resource_type=dict(type="str", required=True, choices=list(RESOURCE_TYPES)),
             resource=dict(type="str", default="*"),
             permission=dict(type="str", required=True, choices=list(PERMISSIONS)),
         )),

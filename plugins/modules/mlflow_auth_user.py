@@ -1,6 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: mlflow-aws team. Apache-2.0.
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 
 from __future__ import absolute_import, division, print_function
 
@@ -49,7 +51,7 @@ options:
     default: present
 extends_documentation_fragment:
   - mlflow_aws.mlflow.mlflow_auth_api
-author: mlflow-aws team
+author: mlflow-aws team (!UNKNOWN)
 """
 
 EXAMPLES = r"""

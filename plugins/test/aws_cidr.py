@@ -1,10 +1,20 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) mlflow-aws team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Jinja tests for CIDR blocks, based on Python's ipaddress (no netaddr needed).
+Documented per test in the sidecar files aws_cidr.yml, aws_cidr_within.yml and
+aws_cidr_anywhere.yml (ansible-doc -t test mlflow_aws.mlflow.aws_cidr).
 
 - ``'10.0.0.0/16' is aws_cidr``: a network address with a prefix (IPv4 or IPv6),
   host bits zero, as AWS expects it.
 - ``'10.0.1.0/24' is aws_cidr_within('10.0.0.0/16')``: a valid CIDR inside another.
 - ``'0.0.0.0/0' is aws_cidr_anywhere``: a /0 block (the whole internet).
 """
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 import ipaddress
 
@@ -34,7 +44,7 @@ def aws_cidr_anywhere(value):
     return net is not None and net.prefixlen == 0
 
 
-class TestModule:
+class TestModule(object):
     def tests(self):
         return {
             "aws_cidr": aws_cidr,
