@@ -4,13 +4,20 @@ import json
 import os
 import shlex
 import re
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
 
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
 testinfra_hosts = RUNNER.get_hosts("test_hosts")
+
+# The releases: converge installs the role's pin, prepare the previous one (molecule.yml).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from pins import MLFLOW_VERSION as VERSION  # noqa: E402
+PREVIOUS = RUNNER.get_variables(testinfra_hosts[0])["mlflow_test_previous_version"]
 
 DB_PASSWORD = 'Pg-s3cret%w1th"quote\'and#hash'
 ADMIN_PASSWORD = "Adm1n-pa55word-for-tests"
@@ -184,17 +191,17 @@ def migrations(host):
 
 
 def test_schema_work_ran_once_for_the_group(host):
-    """prepare installed 3.16.1 (schema created), converge upgraded to 3.17.2: both on the
+    """prepare installed PREVIOUS (schema created), converge upgraded to VERSION: both on the
     first host only, with a backup before the upgrade; the second host never migrated."""
     done = migrations(host)
-    upgraded = host.file("/opt/mlflow/venvs/3.16.1/bin/mlflow").exists  # prepare's previous release
+    upgraded = host.file(f"/opt/mlflow/venvs/{PREVIOUS}/bin/mlflow").exists  # prepare's previous release
     if not name(host).endswith("-a"):
         assert done == []
         return
     if not upgraded:
-        assert [m["mlflow_version"] for m in done] == ["3.17.2"] and done[0]["before"]["tracking"]["empty"]
+        assert [m["mlflow_version"] for m in done] == [VERSION] and done[0]["before"]["tracking"]["empty"]
         return
-    assert [m["mlflow_version"] for m in done] == ["3.16.1", "3.17.2"], done
+    assert [m["mlflow_version"] for m in done] == [PREVIOUS, VERSION], done
     init, upgrade = done
     assert init["before"]["tracking"]["empty"] and init["backups"] == []
     assert upgrade["upgraded"] == ["tracking"]
@@ -210,8 +217,8 @@ def test_schema_work_ran_once_for_the_group(host):
 
 
 def test_previous_venv_kept_and_current_points_to_new(host):
-    assert host.file("/opt/mlflow/current").linked_to == "/opt/mlflow/venvs/3.17.2"
-    assert "/opt/mlflow/venvs/3.17.2/bin/mlflow server" in host.file("/etc/systemd/system/mlflow.service").content_string
+    assert host.file("/opt/mlflow/current").linked_to == f"/opt/mlflow/venvs/{VERSION}"
+    assert f"/opt/mlflow/venvs/{VERSION}/bin/mlflow server" in host.file("/etc/systemd/system/mlflow.service").content_string
 
 
 def test_presigned_download_from_s3(host):
@@ -303,7 +310,7 @@ def test_mlflow_client_end_to_end(host):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts", Prefix=f"mlruns/{exp_id}/").get("Contents", [])]
     print(f"S3 objects under mlruns/{exp_id}/: {len(keys)}")
     backups = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-backups", Prefix="db/").get("Contents", [])]
-    upgraded = host.file("/opt/mlflow/venvs/3.16.1/bin/mlflow").exists
+    upgraded = host.file(f"/opt/mlflow/venvs/{PREVIOUS}/bin/mlflow").exists
     uploaded = [b[len("s3://mlflow-backups/"):] for m in migrations(host) for b in m["backups"] if b.startswith("s3://")]
     assert len(uploaded) == (2 if upgraded else 0) and set(uploaded) <= set(backups), (uploaded, backups)
     assert any(k.endswith("notes/hello.txt") for k in keys), keys
@@ -383,7 +390,7 @@ def test_failed_migration_stops_the_group_and_keeps_it_serving(host):
     out = run.stdout + run.stderr
     print("\n".join(line for line in out.splitlines() if "failed" in line.lower())[-2000:])
     assert run.returncode != 0, out[-3000:]
-    assert f"The schema migration to MLflow 3.17.2 failed on {name(host)}" in out, out[-3000:]
+    assert f"The schema migration to MLflow {VERSION} failed on {name(host)}" in out, out[-3000:]
     assert "already exists" in out and "Nothing was restarted" in out and "re-run the playbook" in out
     assert DB_PASSWORD not in out and ADMIN_PASSWORD not in out
     # Every host of the group was in the play and stopped at the migration: none went on.
@@ -435,7 +442,7 @@ def test_pg_client_follows_the_server_version(host):
     if not name(host).endswith("-a"):
         return
     backed_up = [m for m in migrations(host) if m["backups"]]
-    if host.file("/opt/mlflow/venvs/3.16.1/bin/mlflow").exists:  # prepare's upgrade path ran
+    if host.file(f"/opt/mlflow/venvs/{PREVIOUS}/bin/mlflow").exists:  # prepare's upgrade path ran
         used = backed_up[-1]["pg_dump"]
         assert used["path"] == pg_dump and used["major"] == 15 and used["server_major"] == 15, used
         print(f"upgrade backup: {used['version']} against server {used['server_version']}")
