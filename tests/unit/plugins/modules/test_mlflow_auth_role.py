@@ -8,6 +8,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
 from ansible_collections.mlflow_aws.mlflow.plugins.modules import mlflow_auth_role as module
 
 ADMIN_PASSWORD = "admin-password-0"
@@ -29,7 +31,7 @@ def grants(mlflow_api, name, workspace="default"):
 
 def test_creates_a_role_with_its_grants(run_module, mlflow_api):
     exp_id = mlflow_api.add_experiment("churn")
-    failed, result, dumped = run_module(module, name="scientists", description="Data scientists", permissions=[
+    failed, result = run_module(module, name="scientists", description="Data scientists", permissions=[
         dict(resource_type="experiment", resource="churn", permission="EDIT"),
         dict(resource_type="registered_model", permission="READ"),
         dict(resource_type="workspace", permission="USE"),
@@ -44,7 +46,7 @@ def test_creates_a_role_with_its_grants(run_module, mlflow_api):
                                  "add registered_model * READ", "add workspace * USE"]
     assert result["role"] == {"id": role["id"], "name": "scientists", "workspace": "default"}
     assert mlflow_api.mutations() == [CREATE_ROLE, ADD, ADD, ADD]
-    assert ADMIN_PASSWORD not in dumped
+    assert ADMIN_PASSWORD not in json.dumps(result)
 
 
 def test_second_run_changes_nothing(run_module, mlflow_api):
@@ -53,7 +55,7 @@ def test_second_run_changes_nothing(run_module, mlflow_api):
         dict(resource_type="registered_model", resource="churn-model", permission="MANAGE")])
     run_module(module, **params)
     del mlflow_api.requests[:]
-    failed, result, _ = run_module(module, **params)
+    failed, result = run_module(module, **params)
     assert not failed and result["changed"] is False and result["changes"] == []
     assert mlflow_api.mutations() == []
 
@@ -62,7 +64,7 @@ def test_grants_are_reconciled_to_exactly_the_list(run_module, mlflow_api):
     exp_id = mlflow_api.add_experiment("churn")
     mlflow_api.add_role("scientists", description="old", permissions=[
         ("experiment", exp_id, "READ"), ("prompt", "*", "READ"), ("registered_model", "*", "READ")])
-    failed, result, _ = run_module(module, name="scientists", description="new", permissions=[
+    failed, result = run_module(module, name="scientists", description="new", permissions=[
         dict(resource_type="experiment", resource="churn", permission="EDIT"),
         dict(resource_type="registered_model", permission="READ"),
         dict(resource_type="scorer", resource="7/judge", permission="USE"),
@@ -78,14 +80,14 @@ def test_grants_are_reconciled_to_exactly_the_list(run_module, mlflow_api):
 
 def test_an_empty_list_removes_every_grant(run_module, mlflow_api):
     mlflow_api.add_role("scientists", permissions=[("prompt", "*", "READ")])
-    failed, result, _ = run_module(module, name="scientists")
+    failed, result = run_module(module, name="scientists")
     assert not failed, result
     assert result["changes"] == ["remove prompt * READ"]
     assert grants(mlflow_api, "scientists") == []
 
 
 def test_a_missing_experiment_or_model_is_created(run_module, mlflow_api):
-    failed, result, _ = run_module(module, name="scientists", permissions=[
+    failed, result = run_module(module, name="scientists", permissions=[
         dict(resource_type="experiment", resource="new-exp", permission="READ"),
         dict(resource_type="registered_model", resource="new-model", permission="READ")])
     assert not failed, result
@@ -96,7 +98,7 @@ def test_a_missing_experiment_or_model_is_created(run_module, mlflow_api):
 
 
 def test_create_missing_off_fails_on_a_missing_experiment(run_module, mlflow_api):
-    failed, result, _ = run_module(module, name="scientists", create_missing=False, permissions=[
+    failed, result = run_module(module, name="scientists", create_missing=False, permissions=[
         dict(resource_type="experiment", resource="nope", permission="READ")])
     assert failed
     assert result["msg"] == "role 'scientists': experiment 'nope' does not exist (create_missing is off)"
@@ -104,7 +106,7 @@ def test_create_missing_off_fails_on_a_missing_experiment(run_module, mlflow_api
 
 
 def test_check_mode_reports_without_changing(run_module, mlflow_api):
-    failed, result, _ = run_module(module, check_mode=True, name="scientists", permissions=[
+    failed, result = run_module(module, check_mode=True, name="scientists", permissions=[
         dict(resource_type="experiment", resource="new-exp", permission="READ"),
         dict(resource_type="registered_model", resource="new-model", permission="EDIT")])
     assert not failed, result
@@ -118,7 +120,7 @@ def test_check_mode_reports_without_changing(run_module, mlflow_api):
 
 def test_check_mode_on_an_existing_role(run_module, mlflow_api):
     mlflow_api.add_role("scientists", description="old", permissions=[("prompt", "*", "READ"), ("scorer", "*", "READ")])
-    failed, result, _ = run_module(module, check_mode=True, name="scientists", permissions=[
+    failed, result = run_module(module, check_mode=True, name="scientists", permissions=[
         dict(resource_type="prompt", permission="EDIT"), dict(resource_type="workspace", permission="USE")])
     assert not failed, result
     assert result["changes"] == ["update description", "set prompt * EDIT", "add workspace * USE", "remove scorer * READ"]
@@ -128,7 +130,7 @@ def test_check_mode_on_an_existing_role(run_module, mlflow_api):
 
 def test_deletes_a_role(run_module, mlflow_api):
     mlflow_api.add_role("scientists")
-    failed, result, _ = run_module(module, name="scientists", state="absent")
+    failed, result = run_module(module, name="scientists", state="absent")
     assert not failed, result
     assert result == {"changed": True, "changes": ["delete role"], "role": None}
     assert mlflow_api.role_named("scientists") is None
@@ -137,9 +139,9 @@ def test_deletes_a_role(run_module, mlflow_api):
 
 def test_deleting_in_check_mode_or_a_missing_role(run_module, mlflow_api):
     mlflow_api.add_role("scientists")
-    failed, result, _ = run_module(module, check_mode=True, name="scientists", state="absent")
+    failed, result = run_module(module, check_mode=True, name="scientists", state="absent")
     assert not failed and result["changes"] == ["delete role"]
-    failed, result, _ = run_module(module, name="nobody", state="absent")
+    failed, result = run_module(module, name="nobody", state="absent")
     assert not failed and result["changed"] is False
     assert mlflow_api.mutations() == []
     assert mlflow_api.role_named("scientists") is not None
@@ -147,15 +149,15 @@ def test_deleting_in_check_mode_or_a_missing_role(run_module, mlflow_api):
 
 def test_a_role_of_the_same_name_in_another_workspace_is_another_role(run_module, mlflow_api):
     mlflow_api.add_role("scientists", workspace="team-b", permissions=[("prompt", "*", "READ")])
-    failed, result, _ = run_module(module, name="scientists", workspace="default", state="absent")
+    failed, result = run_module(module, name="scientists", workspace="default", state="absent")
     assert not failed and result["changed"] is False
-    failed, result, _ = run_module(module, name="scientists", workspace="team-b",
-                                   permissions=[dict(resource_type="prompt", permission="READ")])
+    failed, result = run_module(module, name="scientists", workspace="team-b",
+                                permissions=[dict(resource_type="prompt", permission="READ")])
     assert not failed and result["changed"] is False
 
 
 def test_argument_spec_rejects_an_unknown_resource_type(run_module, mlflow_api):
-    failed, result, _ = run_module(module, name="scientists", permissions=[dict(resource_type="run", permission="READ")])
+    failed, result = run_module(module, name="scientists", permissions=[dict(resource_type="run", permission="READ")])
     assert failed
     assert "resource_type" in result["msg"] and "run" in result["msg"]
     assert mlflow_api.requests == []
