@@ -1,16 +1,18 @@
-"""ansible-test sanity on the collection as it ships.
+"""ansible-test sanity and units on the collection as it ships.
 
 ansible-test needs the collection at a physical path .../ansible_collections/<ns>/<name>
 (the .collections link does not do: it resolves the real path), so the collection is built
 with ansible-galaxy (galaxy.yml's build_ignore applies) and installed into a temporary
 ansible_collections tree, next to links to the collections it depends on (they come with
-the pinned `ansible` package in the venv). `ansible-test sanity` then runs there, without
---docker or --venv.
+the pinned `ansible` package in the venv). The artifact leaves tests/ out (it is for
+users; molecule/collection checks that), so tests/unit and tests/sanity (the sanity
+ignores) are copied into the installed copy. `ansible-test sanity` runs there without
+--docker or --venv, then `ansible-test units --venv`.
 
 ansible-test still gives each sanity test that has Python requirements a virtualenv of its
 own, with the versions it pins (pylint, pycodestyle, voluptuous, yamllint...), installed by
 pip from the machine's configured package index and cached under .cache/ansible-test (its
-HOME, with pip's cache). The one thing it would fetch from elsewhere is pip's bootstrap
+HOME, with pip's cache); units gets one too (pytest, pytest-xdist, pytest-mock, mock). The one thing it would fetch from elsewhere is pip's bootstrap
 script (get-pip.py from ansible's CI file server): GET_PIP_STANDIN takes its place in
 ansible-test's cache, bootstrapping pip from the standard library's ensurepip instead.
 """
@@ -20,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def clean_env():
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
-    """Build, install into <tmp>/ansible_collections/<ns>/<name>, link the dependencies."""
+    """Build, install into <tmp>/ansible_collections/<ns>/<name>, link the dependencies,
+    copy tests/unit and tests/sanity in."""
     meta = galaxy()
     env = clean_env()
     tmp = tmp_path_factory.mktemp("sanity")
@@ -106,37 +108,46 @@ def collection(tmp_path_factory):
         link = tree.joinpath(*fqcn.split("."))
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(source, target_is_directory=True)
-    yield artifact, tree / meta["namespace"] / meta["name"]
+    installed = tree / meta["namespace"] / meta["name"]
+    assert not (installed / "tests").exists(), "the artifact ships tests/: copying the test dirs over it would hide that"
+    for part in ("unit", "sanity"):
+        shutil.copytree(ROOT / "tests" / part, installed / "tests" / part,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    write_get_pip_standin()
+    yield installed
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_artifact_ships_only_the_ansible_test_parts_of_tests(collection):
-    """build_ignore keeps the repository's own pytest suite out of the artifact."""
-    artifact = collection[0]
-    with tarfile.open(artifact) as tar:
-        names = tar.getnames()
-    stray = [n for n in names if n.startswith("tests/") and not re.match(r"^tests/(unit|sanity)(/|$)", n)]
-    assert stray == [], "add these to build_ignore in galaxy.yml: %s" % stray
-    assert "tests/unit/plugins/modules/test_mlflow_auth_user.py" in names
-
-
-def test_ansible_test_sanity(collection):
-    path = collection[1]
+def write_get_pip_standin():
     cache = CACHE_HOME / ".ansible" / "test" / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     standin = cache / ("get_pip_%s.py" % ansible_test_pip_version().replace(".", "_"))
     if not standin.is_file() or standin.read_text() != GET_PIP_STANDIN:
         standin.write_text(GET_PIP_STANDIN)
 
-    cmd = ["ansible-test", "sanity", "--python", PYTHON, "--color", "no"]
-    for name in sorted(SKIP_TESTS):
-        cmd += ["--skip-test", name]
+
+def ansible_test(path, *args):
+    """Run ansible-test in the installed copy; the output goes to .test-logs/ansible-test-<command>.log."""
+    cmd = ["ansible-test", *args, "--python", PYTHON, "--color", "no"]
     started = time.monotonic()
     res = subprocess.run(cmd, cwd=path, env=clean_env(), capture_output=True, text=True, timeout=1800)
     output = res.stdout + res.stderr
-    log = ROOT / ".test-logs" / "sanity.log"
+    log = ROOT / ".test-logs" / ("ansible-test-%s.log" % args[0])
     log.parent.mkdir(exist_ok=True)
     log.write_text("$ %s\n(%.0f s)\n%s" % (" ".join(cmd), time.monotonic() - started, output))
-    findings = [line for line in output.splitlines() if line.startswith(("ERROR:", "FATAL:"))]
-    assert res.returncode == 0, "ansible-test sanity failed (full output: %s):\n%s" % (log, "\n".join(findings) or output[-4000:])
+    findings = [line for line in output.splitlines() if line.startswith(("ERROR:", "FATAL:", "FAILED "))]
+    assert res.returncode == 0, "ansible-test %s failed (full output: %s):\n%s" % (
+        args[0], log, "\n".join(findings) or output[-4000:])
+    return output
+
+
+def test_ansible_test_sanity(collection):
+    skips = [arg for name in sorted(SKIP_TESTS) for arg in ("--skip-test", name)]
+    output = ansible_test(collection, "sanity", *skips)
     assert "Running sanity test \"validate-modules\"" in output, output[-4000:]
+
+
+def test_ansible_test_units(collection):
+    """tests/unit again, through ansible-test's collection loader and pytest plugins."""
+    output = ansible_test(collection, "units", "--venv")
+    assert re.search(r"Unit test modules with Python .*\n(.*\n)*.* \d+ passed", output), output[-4000:]
