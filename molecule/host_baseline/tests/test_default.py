@@ -1,6 +1,10 @@
 """Verify host_baseline on the converged test hosts (testinfra)."""
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import testinfra.utils.ansible_runner
@@ -68,3 +72,29 @@ def test_extra_ca_is_trusted(host):
     local = host.file("/usr/local/share/ca-certificates/molecule-test-ca.crt").content_string
     body = local.strip().splitlines()[1]
     assert body in bundle
+
+
+def test_one_phase_by_its_tags(host):
+    """--tags host_baseline_packages,host_baseline_journal on the converged hosts: the checks, the
+    OS check and this OS's variables still run (always), then only those two phases, the shared
+    apt cache refresh included, and nothing changes."""
+    if not host.backend.get_hostname().endswith("-a"):
+        pytest.skip("one run covers the group")
+    playbook = shutil.which("ansible-playbook") or os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    run = subprocess.run(
+        [playbook, "-i", os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]),
+         os.path.join(os.environ["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml"),
+         "--tags", "host_baseline_packages,host_baseline_journal"],
+        capture_output=True, text=True, timeout=900, env=dict(os.environ), check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    ran = re.findall(r"^TASK \[(?:mlflow_aws\.mlflow\.\w+ : )?(.+?)\]", out, re.M)
+    for task in ("Check host_baseline_swappiness", "Check the OS is supported", "Load the variables of this OS",
+                 "Look for apt package lists", "Install packages", "Configure journald storage and size cap"):
+        assert task in ran, f"{task!r} did not run: {ran}"
+    for task in ("Configure chrony", "Read the swap file's state", "Copy extra CA certificates into the trust store",
+                 "Enable the apt timers"):
+        assert task not in ran, f"{task!r} ran outside its tags"
+    for name in testinfra_hosts:
+        assert re.search(rf"^{re.escape(name)}\s*:\s*ok=\d+\s+changed=0\s", out, re.M), out[-1500:]
