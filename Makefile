@@ -4,12 +4,13 @@ VENV ?= $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup venv docker images lint test molecule demo demo-destroy docs clean
+.PHONY: help setup venv docker images lint test sanity molecule demo demo-destroy docs clean
 
 help:
 	@echo "make setup   - venv (.venv), Docker engine, locally built test images"
 	@echo "make lint    - yamllint + ansible-lint (production profile)"
 	@echo "make test    - every test: lint, role metadata, all molecule scenarios (pytest)"
+	@echo "make sanity  - ansible-test sanity and units on the built and installed collection"
 	@echo "make molecule SCENARIO=name - one molecule scenario"
 	@echo "make demo    - the whole product locally: AWS emulator + containers as hosts"
 	@echo "make docs    - regenerate the role READMEs' variable tables from meta/argument_specs.yml"
@@ -31,6 +32,9 @@ lint: venv
 
 test: venv
 	pytest
+
+sanity: venv
+	pytest tests/test_sanity.py
 
 molecule: setup
 	molecule test -s $(SCENARIO)
