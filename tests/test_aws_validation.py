@@ -76,9 +76,17 @@ CASES = {
     "world_https_without_opt_in": ({"aws_security_groups_https_cidrs": ["0.0.0.0/0"]}, "aws_security_groups_allow_from_anywhere"),
     "world_ssh_without_opt_in": ({"aws_security_groups_ssh_enabled": True, "aws_security_groups_ssh_cidrs": ["::/0"]},
                                  "aws_security_groups_ssh_cidrs"),
-    "region_format": ({"mlflow_aws_region": "Europe (Ireland)"}, "mlflow_aws_region"),
-    "region_typo": ({"mlflow_aws_region": "euwest1"}, "mlflow_aws_region"),
-    "deployment_name": ({"mlflow_deployment_name": "Prod_1"}, "mlflow_deployment_name"),
+    # The shared inputs (checked by roles/_common, aws_preflight): the message names the role's
+    # own variable and the group variable feeding it. aws_network is validated first.
+    "region_format": ({"mlflow_aws_region": "Europe (Ireland)"}, "aws_network_region (mlflow_aws_region)"),
+    "region_typo": ({"mlflow_aws_region": "euwest1"}, "aws_network_region (mlflow_aws_region)"),
+    "deployment_name": ({"mlflow_deployment_name": "Prod_1"}, "aws_network_deployment_name (mlflow_deployment_name)"),
+    "endpoint_url_scheme": ({"mlflow_aws_endpoint_url": "localhost:5000"}, "aws_network_endpoint_url (mlflow_aws_endpoint_url)"),
+    # One role's own value: the message names that role's variable, not the first role's.
+    "role_region": ({"aws_rds_postgres_region": "eu-west"}, "aws_rds_postgres_region (mlflow_aws_region)"),
+    "role_deployment_name": ({"aws_ec2_host_deployment_name": "x"}, "aws_ec2_host_deployment_name (mlflow_deployment_name)"),
+    "role_endpoint_url": ({"aws_iam_instance_role_endpoint_url": "ftp://127.0.0.1"},
+                          "aws_iam_instance_role_endpoint_url (mlflow_aws_endpoint_url)"),
     "network_mode_choice": ({"aws_network_mode": "magic"}, "aws_network_mode"),
 }
 

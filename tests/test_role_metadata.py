@@ -4,6 +4,8 @@
 - every option has a description and a type, and every name carries the role's prefix;
 - the role README mentions every variable;
 - every template starts with the ansible_managed comment.
+Internal roles (roles/_<name>, e.g. _common) pass the same checks, with the prefix _<name>_;
+their tasks files are exactly their entry points (each included with tasks_from).
 """
 
 from pathlib import Path
@@ -61,3 +63,13 @@ def test_templates_start_with_ansible_managed(role):
     for tpl in sorted((role / "templates").rglob("*.j2")) if (role / "templates").is_dir() else []:
         first = tpl.read_text().splitlines()[0]
         assert "ansible_managed" in first, f"{tpl.relative_to(ROOT)} does not start with ansible_managed"
+
+
+@pytest.mark.parametrize("role", [p for p in ROLES if p.name.startswith("_")], ids=lambda p: p.name)
+def test_internal_role_tasks_files_are_its_entry_points(role):
+    specs = load(role / "meta" / "argument_specs.yml")["argument_specs"]
+    files = {p.stem for p in (role / "tasks").glob("*.yml")}
+    assert set(specs) == files, (
+        f"{role.name}: tasks files without an entry point in meta/argument_specs.yml: {sorted(files - set(specs))}, "
+        f"entry points without a tasks file: {sorted(set(specs) - files)}"
+    )
