@@ -41,8 +41,6 @@ SKIP_TESTS = {}
 # entries there. They are added to the installed copy's ignore file only. Once a file is
 # fixed, ansible-test's "ignores" test fails on the entry as unnecessary: delete it here then.
 PENDING_FIXES = {
-    "roles/mlflow_server/files/mlflow-dbctl.py pylint:subprocess-run-check": "subprocess.run without check= (twice)",
-    "roles/mlflow_server/files/mlflow-dbctl.py pylint:disallowed-name": "a variable named _",
 }
 
 GET_PIP_STANDIN = '''\

@@ -10,13 +10,18 @@ import shlex
 import socket
 import ssl
 import tempfile
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 import testinfra.utils.ansible_runner
 from conftest import EXPERIMENT, MODEL
 from mlflow.exceptions import MlflowException
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from pins import MLFLOW_VERSION  # noqa: E402
 
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
@@ -298,6 +303,6 @@ def test_installed_offline_from_the_copied_wheelhouse(host):
     have = {(norm(f.split("-")[0]), f.split("-")[1]) for f in wheels.listdir() if f.endswith(".whl")}
     installed = json.loads(host.check_output("/opt/mlflow/current/bin/pip list --format json --disable-pip-version-check"))
     missing = [p for p in installed if p["name"] not in ("pip", "setuptools") and (norm(p["name"]), p["version"]) not in have]
-    assert ("mlflow", "3.17.2") in have and not missing, missing
+    assert ("mlflow", MLFLOW_VERSION) in have and not missing, missing
     assert not glob.glob(os.path.join(tempfile.gettempdir(), "ansible.*.wheels.tar")), "the archive was left on the control node"
     print(f"wheelhouse: {len(have)} wheels copied; {len(installed)} packages in the venv, all from them")

@@ -169,7 +169,7 @@ def backup_one(uri, backup_dir, label, pg_dump="pg_dump"):
                 env[var] = url.query[key]
         cmd = [pg_dump, "--format=custom", "--no-password", f"--file={target}",
                f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}", url.database]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"pg_dump of {url.database} failed: {proc.stderr.strip()}")
     os.chmod(target, 0o600)
@@ -179,7 +179,7 @@ def backup_one(uri, backup_dir, label, pg_dump="pg_dump"):
 def upload(path, s3_uri):
     import boto3
 
-    bucket, _, prefix = s3_uri[len("s3://"):].partition("/")
+    bucket, _sep, prefix = s3_uri[len("s3://"):].partition("/")
     key = "/".join(p for p in (prefix.strip("/"), path.name) if p)
     client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
     client.upload_file(str(path), bucket, key)
@@ -212,7 +212,7 @@ def migrate(args, out):
         if before["tracking"]["current"] != before["tracking"]["head"]:
             # The one and only `mlflow db upgrade` of the group (it initializes an empty database).
             mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-            proc = subprocess.run([mlflow_cli, "db", "upgrade", uri], capture_output=True, text=True)
+            proc = subprocess.run([mlflow_cli, "db", "upgrade", uri], capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
                 raise RuntimeError(f"mlflow db upgrade failed:\n{tail}")
