@@ -53,6 +53,12 @@ def env_with_venv():
     return venv_env()
 
 
+def pytest_collection_modifyitems(items):
+    """Molecule tests last: they only wait for the background runs, so every other test
+    runs while the scenarios do, instead of queueing behind the first scenario's wait."""
+    items.sort(key=lambda item: bool(item.get_closest_marker("molecule")))
+
+
 def pytest_collection_finish(session):
     """Start the selected molecule scenarios in the background now, so they run while
     the rest of the suite does (tests/molecule_runner.py)."""
