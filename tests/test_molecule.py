@@ -8,7 +8,7 @@ those scenarios. Full logs are kept in .test-logs/molecule-<scenario>.log, each 
 prefixed with the seconds since the scenario started; the time of every molecule action
 is printed.
 
-Scenarios in NOT_YET_GREEN are skipped (with the reason printed) unless named in
+Scenarios in NOT_YET_GREEN are not collected (so not run) unless named in
 MOLECULE_SCENARIOS: a scenario is listed there only while it is known to fail, and the
 entry names the issue that tracks it.
 """
