@@ -16,15 +16,18 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; the
 fi
 
 ok() { "$@" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+# The interpreter behind a candidate, resolved: with .venv/bin first in PATH (the Makefile puts
+# it there), `python3.13` is the old venv's own link, which the rebuild below deletes.
+real() { "$1" -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'; }
 
 find_python() {
   local c v
   for c in "${PYTHON:-}" python3.13 python3.12 python3; do
-    [ -n "$c" ] && command -v "$c" >/dev/null 2>&1 && ok "$c" && { echo "$c"; return; }
+    [ -n "$c" ] && command -v "$c" >/dev/null 2>&1 && ok "$c" && { real "$c"; return; }
   done
   if command -v pyenv >/dev/null 2>&1; then
     for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$' | sort -Vr); do
-      c=$(PYENV_VERSION=$v pyenv which python 2>/dev/null) && ok "$c" && { echo "$c"; return; }
+      c=$(PYENV_VERSION=$v pyenv which python 2>/dev/null) && ok "$c" && { real "$c"; return; }
     done
   fi
   return 1

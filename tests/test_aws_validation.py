@@ -9,9 +9,11 @@ import json
 import os
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
+from rolecheck import run_role_check
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVISION_PLAY = "PLAY [Provision the MLflow deployment on AWS]"
@@ -76,17 +78,17 @@ CASES = {
     "world_https_without_opt_in": ({"aws_security_groups_https_cidrs": ["0.0.0.0/0"]}, "aws_security_groups_allow_from_anywhere"),
     "world_ssh_without_opt_in": ({"aws_security_groups_ssh_enabled": True, "aws_security_groups_ssh_cidrs": ["::/0"]},
                                  "aws_security_groups_ssh_cidrs"),
-    # The shared inputs (checked by roles/_common, aws_preflight): the message names the role's
-    # own variable and the group variable feeding it. aws_network is validated first.
-    "region_format": ({"mlflow_aws_region": "Europe (Ireland)"}, "aws_network_region (mlflow_aws_region)"),
-    "region_typo": ({"mlflow_aws_region": "euwest1"}, "aws_network_region (mlflow_aws_region)"),
-    "deployment_name": ({"mlflow_deployment_name": "Prod_1"}, "aws_network_deployment_name (mlflow_deployment_name)"),
-    "endpoint_url_scheme": ({"mlflow_aws_endpoint_url": "localhost:5000"}, "aws_network_endpoint_url (mlflow_aws_endpoint_url)"),
-    # One role's own value: the message names that role's variable, not the first role's.
-    "role_region": ({"aws_rds_postgres_region": "eu-west"}, "aws_rds_postgres_region (mlflow_aws_region)"),
-    "role_deployment_name": ({"aws_ec2_host_deployment_name": "x"}, "aws_ec2_host_deployment_name (mlflow_deployment_name)"),
-    "role_endpoint_url": ({"aws_iam_instance_role_endpoint_url": "ftp://127.0.0.1"},
-                          "aws_iam_instance_role_endpoint_url (mlflow_aws_endpoint_url)"),
+    # The collection-wide inputs every AWS role reads (roles/_common, its main entry point, a dependency of each).
+    "region_format": ({"mlflow_aws_region": "Europe (Ireland)"}, "mlflow_aws_region must be"),
+    "region_typo": ({"mlflow_aws_region": "euwest1"}, "mlflow_aws_region must be"),
+    "region_empty": ({"mlflow_aws_region": ""}, "mlflow_aws_region must be"),
+    "deployment_name": ({"mlflow_deployment_name": "Prod_1"}, "mlflow_deployment_name must be"),
+    "deployment_name_trailing_hyphen": ({"mlflow_deployment_name": "prod-"}, "mlflow_deployment_name must be"),
+    "endpoint_url_scheme": ({"mlflow_aws_endpoint_url": "localhost:5000"}, "mlflow_aws_endpoint_url must be"),
+    "endpoint_url_ftp": ({"mlflow_aws_endpoint_url": "ftp://127.0.0.1"}, "mlflow_aws_endpoint_url must be"),
+    "tags_reserved_prefix": ({"mlflow_aws_tags": {"aws:owner": "me"}}, "mlflow_aws_tags must"),
+    "tags_bad_value": ({"mlflow_aws_tags": {"team": "a<b>"}}, "mlflow_aws_tags must"),
+    "tags_not_a_dict": ({"mlflow_aws_tags": "team=ml"}, "mlflow_aws_tags"),
     "network_mode_choice": ({"aws_network_mode": "magic"}, "aws_network_mode"),
 }
 
@@ -119,3 +121,43 @@ def test_world_rule_with_opt_in_passes_validation():
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert PROVISION_PLAY in out, out[-3000:]
+
+
+def test_role_alone_gets_the_collection_wide_defaults(tmp_path):
+    """Outside this repository's playbooks and group_vars, an AWS role still has the
+    collection-wide inputs: _common (a dependency) brings their defaults and checks them.
+    A bad region fails in _common's check; a good one passes validation (and the role's own
+    argument_specs) and the role's first AWS call goes to mlflow_aws_endpoint_url: a loopback
+    listener that accepts the connection and closes it."""
+    env = dict(os.environ)
+    env["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", "")
+    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true",
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost")
+    bad = run_role_check(tmp_path, env, "aws_network", {"mlflow_aws_region": "Ireland"})
+    assert bad.returncode != 0 and "mlflow_aws_region must be" in bad.stdout + bad.stderr, (bad.stdout + bad.stderr)[-3000:]
+
+    accepted = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(120)
+
+        def accept():
+            try:
+                while True:
+                    conn, _ = listener.accept()
+                    accepted.append(conn.recv(4096))
+                    conn.close()
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        good = run_role_check(tmp_path, env, "aws_network", {"mlflow_aws_region": "eu-west-1", "mlflow_aws_endpoint_url": endpoint})
+    out = good.stdout + good.stderr
+    assert "mlflow_aws.mlflow._common : Check mlflow_aws_region" in out, out[-3000:]
+    assert "Validating arguments against arg spec 'main' - Network" in out, out[-3000:]
+    assert good.returncode != 0 and "undefined" not in out, out[-3000:]
+    assert any(b"Action=DescribeVpcs" in req or b"DescribeVpcs" in req for req in accepted), (accepted, out[-3000:])

@@ -17,24 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 6
 SKIP = {"---", "", "{{ ansible_managed | comment }}"}
 
-# What is still shared between the six AWS roles, each with why. Issue 12 stays open
-# on these: every AWS role declares the same four shared inputs (deployment name,
-# region, endpoint URL, tags: defaults and argument_specs) under its own prefix, and
-# wraps its tasks in the same module_defaults block. Removing them means reading the
-# collection-wide variables (mlflow_aws_region, ...) directly, documented once in
-# roles/_common - a change of the roles' public variables, not done yet. An entry that
-# no longer matches anything fails the test, so the list can only shrink.
-KNOWN = {
-    "meta/argument_specs.yml": "the four shared inputs, declared per role",
-    "defaults/main.yml": "the four shared inputs, defaulted per role from the mlflow_* group vars",
-    "tasks/main.yml": "validate, then the module_defaults block (region, endpoint) around present/absent",
-    "tasks/validate.yml": "the include of _common's aws_preflight followed by a role's first assert",
-}
-
 
 def normalized_lines(path, role):
-    """The role's own name counts as a placeholder: `aws_network_region` in one role and
-    `aws_artifact_bucket_region` in another are the same line."""
+    """The role's own name counts as a placeholder: `aws_network_vpc_id` in one role and
+    `aws_security_groups_vpc_id` in another are the same line."""
     out = []
     for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = " ".join(raw.split()).replace(role, "<role>")
@@ -76,32 +62,14 @@ def shared_runs():
     )
 
 
-def known(pair):
-    """The file both sides of a pair share, when KNOWN lists it for the AWS roles."""
-    pa, _, _, pb, _, _ = pair
-    role_a, rel_a = pa.parts[1], "/".join(pa.parts[2:])
-    role_b, rel_b = pb.parts[1], "/".join(pb.parts[2:])
-    if role_a.startswith("aws_") and role_b.startswith("aws_") and rel_a == rel_b and rel_a in KNOWN:
-        return rel_a
-    return None
-
-
 def show(pair):
     pa, la, ha, pb, lb, hb = pair
     return f"{pa}:{la}-{ha} ~ {pb}:{lb}-{hb}"
 
 
 def test_no_block_of_six_lines_is_shared_between_roles():
-    found = [p for p in shared_runs() if not known(p)]
+    found = list(shared_runs())
     assert not found, f"{len(found)} blocks of >= {WINDOW} lines shared between roles:\n" + "\n".join(map(show, found))
-
-
-def test_known_remainder_is_still_there():
-    """KNOWN only shrinks: an entry nothing matches any more is to be deleted."""
-    runs = shared_runs()
-    print("\n".join(f"known ({known(p)}): {show(p)}" for p in runs if known(p)))
-    stale = set(KNOWN) - {known(p) for p in runs}
-    assert not stale, f"no longer shared, delete from KNOWN: {sorted(stale)}"
 
 
 def test_the_check_finds_a_copied_block(tmp_path, monkeypatch):

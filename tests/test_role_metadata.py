@@ -6,6 +6,8 @@
 - every template starts with the ansible_managed comment.
 Internal roles (roles/_<name>, e.g. _common) pass the same checks, with the prefix _<name>_;
 their tasks files are exactly their entry points (each included with tasks_from).
+The collection-wide inputs (COLLECTION_WIDE) are the one exception: declared once, in _common,
+and in no other role's defaults or argument_specs.
 """
 
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Read by every AWS role, declared (defaults, argument_specs) only in roles/_common.
+COLLECTION_WIDE = {"mlflow_deployment_name", "mlflow_aws_region", "mlflow_aws_endpoint_url", "mlflow_aws_tags"}
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
 
 
@@ -46,6 +50,8 @@ def test_argument_specs_match_defaults(role):
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_options_are_typed_described_and_prefixed(role):
     for name, opt in spec_options(role).items():
+        if role.name == "_common" and name in COLLECTION_WIDE:
+            continue
         assert name.startswith(role.name + "_"), f"{name} lacks the role prefix {role.name}_"
         assert opt.get("description"), f"{name} has no description"
         assert opt.get("type"), f"{name} has no type"
@@ -73,3 +79,9 @@ def test_internal_role_tasks_files_are_its_entry_points(role):
         f"{role.name}: tasks files without an entry point in meta/argument_specs.yml: {sorted(files - set(specs))}, "
         f"entry points without a tasks file: {sorted(set(specs) - files)}"
     )
+
+
+def test_collection_wide_inputs_are_declared_once():
+    declared = {role.name: COLLECTION_WIDE & set(spec_options(role)) for role in ROLES}
+    assert declared.pop("_common") == COLLECTION_WIDE
+    assert not any(declared.values()), f"declared outside _common: {declared}"
