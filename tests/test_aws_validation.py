@@ -90,6 +90,23 @@ CASES = {
     "tags_bad_value": ({"mlflow_aws_tags": {"team": "a<b>"}}, "mlflow_aws_tags must"),
     "tags_not_a_dict": ({"mlflow_aws_tags": "team=ml"}, "mlflow_aws_tags"),
     "network_mode_choice": ({"aws_network_mode": "magic"}, "aws_network_mode"),
+    # Syntax (issue 11, Inputs): the message itself, not a task title, names the variable; a trailing
+    # newline no longer slips through a pattern's end ($ matched before it, \Z does not).
+    "bucket_name_trailing_newline": ({"aws_artifact_bucket_name": "mlflow-artifacts\n"},
+                                     "aws_artifact_bucket_name is not a name S3 accepts"),
+    "instance_type_without_size": ({"aws_ec2_host_instance_type": "t3"}, "aws_ec2_host_instance_type must be"),
+    "instance_type_trailing_newline": ({"aws_ec2_host_instance_type": "t3.small\n"}, "aws_ec2_host_instance_type must be"),
+    "ami_ssm_parameter_space": ({"aws_ec2_host_ami_ssm_parameter": "/aws/service/ami amazon-linux"},
+                                "aws_ec2_host_ami_ssm_parameter an SSM parameter path"),
+    "ec2_name_tag_chars": ({"aws_ec2_host_name": "mlflow<server>"}, "aws_ec2_host_name (the Name tag"),
+    "ec2_key_name_newline": ({"aws_ec2_host_key_name": "ops\nkey"}, "aws_ec2_host_key_name (empty or an EC2 key pair name"),
+    "admin_user_trailing_newline": ({"aws_ec2_host_admin_user": "ec2-user\n"}, "aws_ec2_host_admin_user must be"),
+    "iam_role_name_trailing_newline": ({"aws_iam_instance_role_name": "mlflow-server\n"}, "aws_iam_instance_role_name must be"),
+    "kms_arn_trailing_newline": ({"aws_iam_instance_role_kms_key_arns": ["arn:aws:kms:eu-west-1:123456789012:key/abc\n"]},
+                                 "aws_iam_instance_role_kms_key_arns must hold"),
+    "vpc_id_trailing_newline": ({"aws_network_mode": "existing", "aws_network_vpc_id": "vpc-0123456789abcdef0\n",
+                                 "aws_network_public_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]},
+                                "aws_network_vpc_id must be"),
 }
 
 
@@ -108,6 +125,16 @@ def test_bad_variable_fails_before_any_aws_call(case):
 def test_engine_major_version_passes_validation(major):
     """A major version, as a string or a number, passes validation: the run only fails at the first AWS call."""
     res = run_provision({"aws_rds_postgres_engine_major_version": major, "aws_rds_postgres_allow_major_version_upgrade": True})
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert PROVISION_PLAY in out, out[-3000:]
+
+
+def test_unusual_valid_ec2_inputs_pass_validation():
+    """Valid values of the checked syntaxes pass: the run only fails at the first AWS call."""
+    res = run_provision({"aws_ec2_host_instance_type": "m7i-flex.large", "aws_ec2_host_name": "MLflow server: prod",
+                         "aws_ec2_host_key_name": "ops key 2026",
+                         "aws_ec2_host_ami_ssm_parameter": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-arm64"})
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert PROVISION_PLAY in out, out[-3000:]
