@@ -153,6 +153,7 @@ CASES = [
     ("db-name-hyphen", S, {"mlflow_server_db_name": "mlflow-db"}, "mlflow_server_db_name"),
     ("auth-db-name-too-long", S, {"mlflow_server_auth_db_name": "a" * 64}, "mlflow_server_auth_db_name"),
     ("db-user-injection", S, {"mlflow_server_db_user": "mlflow'; DROP ROLE x; --"}, "mlflow_server_db_user"),
+    ("db-admin-user-hyphen", S, {"mlflow_server_db_admin_user": "rds-admin"}, "mlflow_server_db_admin_user"),
     # Service account and unit names.
     ("service-user-root", S, {"mlflow_server_user": "root"}, "mlflow_server_user"),
     ("service-user-space", S, {"mlflow_server_user": "ml flow"}, "mlflow_server_user"),
@@ -165,6 +166,8 @@ CASES = [
     # Counts and timeouts written into the unit.
     ("limit-nofile-zero", S, {"mlflow_server_limit_nofile": 0}, "mlflow_server_limit_nofile"),
     ("health-timeout-negative", S, {"mlflow_server_health_timeout": -5}, "mlflow_server_health_timeout"),
+    ("auth-cache-ttl-negative", S, {"mlflow_server_auth_cache_ttl_seconds": -1}, "mlflow_server_auth_cache_ttl_seconds"),
+    ("auth-cache-ttl-a-day", S, {"mlflow_server_auth_cache_ttl_seconds": 86400}, "mlflow_server_auth_cache_ttl_seconds"),
 ]
 
 
