@@ -104,6 +104,12 @@ CASES = {
     "iam_role_name_trailing_newline": ({"aws_iam_instance_role_name": "mlflow-server\n"}, "aws_iam_instance_role_name must be"),
     "kms_arn_trailing_newline": ({"aws_iam_instance_role_kms_key_arns": ["arn:aws:kms:eu-west-1:123456789012:key/abc\n"]},
                                  "aws_iam_instance_role_kms_key_arns must hold"),
+    "rds_instance_class_without_prefix": ({"aws_rds_postgres_instance_class": "t4g.micro"}, "aws_rds_postgres_instance_class must be"),
+    "rds_instance_class_ec2_style": ({"aws_rds_postgres_instance_class": "db.micro"}, "aws_rds_postgres_instance_class must be"),
+    "rds_instance_class_trailing_newline": ({"aws_rds_postgres_instance_class": "db.t4g.micro\n"},
+                                            "aws_rds_postgres_instance_class must be"),
+    "engine_major_trailing_newline": ({"aws_rds_postgres_engine_major_version": "17\n"},
+                                      "aws_rds_postgres_engine_major_version must be"),
     "vpc_id_trailing_newline": ({"aws_network_mode": "existing", "aws_network_vpc_id": "vpc-0123456789abcdef0\n",
                                  "aws_network_public_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]},
                                 "aws_network_vpc_id must be"),
@@ -133,6 +139,7 @@ def test_engine_major_version_passes_validation(major):
 def test_unusual_valid_ec2_inputs_pass_validation():
     """Valid values of the checked syntaxes pass: the run only fails at the first AWS call."""
     res = run_provision({"aws_ec2_host_instance_type": "m7i-flex.large", "aws_ec2_host_name": "MLflow server: prod",
+                         "aws_rds_postgres_instance_class": "db.r6gd.2xlarge",
                          "aws_ec2_host_key_name": "ops key 2026",
                          "aws_ec2_host_ami_ssm_parameter": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-arm64"})
     out = res.stdout + res.stderr
