@@ -16,6 +16,7 @@ import ssl
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import Request, make_context
 
@@ -204,3 +205,16 @@ def client_from_module(module):
     p = module.params
     return MlflowAuthClient(p["api_url"], p["admin_username"], p["admin_password"],
                             ca_path=p.get("ca_path"), validate_certs=p["validate_certs"], timeout=p["timeout"])
+
+
+def run_module(argument_spec, run, subject, **module_kwargs):
+    """main() of every mlflow_auth module: its options plus CONNECTION_ARGS, check mode,
+    result = run(module, client), and an MlflowAuthError failing the task with
+    "<subject(params)>: <error>"."""
+    spec = dict(CONNECTION_ARGS)
+    spec.update(argument_spec)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
+    try:
+        module.exit_json(**run(module, client_from_module(module)))
+    except MlflowAuthError as exc:
+        module.fail_json(msg="%s: %s" % (subject(module.params), exc))

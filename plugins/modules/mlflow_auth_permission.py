@@ -73,20 +73,17 @@ resource_id:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
-    CONNECTION_ARGS,
     DEFAULT_WORKSPACE,
     PERMISSIONS,
     RESOURCE_TYPES,
     MlflowAuthError,
-    client_from_module,
+    run_module,
 )
 
 
-def run(module):
+def run(module, client):
     p = module.params
-    client = client_from_module(module)
     changes = []
     user = client.get_user(p["user"])
     if user is None:
@@ -132,25 +129,15 @@ def run(module):
 
 
 def main():
-    argument_spec = dict(CONNECTION_ARGS)
-    argument_spec.update(
+    run_module(dict(
         user=dict(type="str", required=True),
         resource_type=dict(type="str", required=True, choices=[t for t in RESOURCE_TYPES if t != "workspace"]),
         resource=dict(type="str", required=True),
         permission=dict(type="str", choices=list(PERMISSIONS)),
         create_missing=dict(type="bool", default=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    )
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        required_if=[("state", "present", ["permission"])],
-    )
-    try:
-        module.exit_json(**run(module))
-    except MlflowAuthError as exc:
-        module.fail_json(msg="permission of '%s' on %s '%s': %s" % (
-            module.params["user"], module.params["resource_type"], module.params["resource"], exc))
+    ), run, lambda p: "permission of '%s' on %s '%s'" % (p["user"], p["resource_type"], p["resource"]),
+        required_if=[("state", "present", ["permission"])])
 
 
 if __name__ == "__main__":

@@ -87,19 +87,15 @@ changes:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
-    CONNECTION_ARGS,
     PERMISSIONS,
     RESOURCE_TYPES,
-    MlflowAuthError,
-    client_from_module,
+    run_module,
 )
 
 
-def run(module):
+def run(module, client):
     p = module.params
-    client = client_from_module(module)
     changes = []
     role = next((r for r in client.list_roles(p["workspace"]) if r["name"] == p["name"]), None)
 
@@ -151,8 +147,7 @@ def run(module):
 
 
 def main():
-    argument_spec = dict(CONNECTION_ARGS)
-    argument_spec.update(
+    run_module(dict(
         name=dict(type="str", required=True),
         workspace=dict(type="str", default="default"),
         description=dict(type="str", default=""),
@@ -163,12 +158,7 @@ def main():
         )),
         create_missing=dict(type="bool", default=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        module.exit_json(**run(module))
-    except MlflowAuthError as exc:
-        module.fail_json(msg="role '%s': %s" % (module.params["name"], exc))
+    ), run, lambda p: "role '%s'" % p["name"])
 
 
 if __name__ == "__main__":

@@ -75,12 +75,9 @@ changes:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlflow_aws.mlflow.plugins.module_utils.mlflow_auth_api import (
-    CONNECTION_ARGS,
     SYNTHETIC_ROLE_RE,
-    MlflowAuthError,
-    client_from_module,
+    run_module,
 )
 
 
@@ -107,9 +104,10 @@ def reconcile_roles(module, client, name, changes):
                 client.unassign_role(name, entry["id"])
 
 
-def run(module):
+def run(module, client):
     p = module.params
-    client = client_from_module(module)
+    if p["password"] is not None and len(p["password"]) < 12:
+        module.fail_json(msg="password of user '%s' must be at least 12 characters (MLflow's minimum)" % p["name"])
     name = p["name"]
     changes = []
     user = client.get_user(name)
@@ -154,8 +152,7 @@ def run(module):
 
 
 def main():
-    argument_spec = dict(CONNECTION_ARGS)
-    argument_spec.update(
+    run_module(dict(
         name=dict(type="str", required=True),
         password=dict(type="str", no_log=True),
         admin=dict(type="bool", default=False),
@@ -163,14 +160,7 @@ def main():
         workspace=dict(type="str", default="default"),
         update_password=dict(type="str", choices=["always", "on_create"], default="always", no_log=False),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if module.params["password"] is not None and len(module.params["password"]) < 12:
-        module.fail_json(msg="password of user '%s' must be at least 12 characters (MLflow's minimum)" % module.params["name"])
-    try:
-        module.exit_json(**run(module))
-    except MlflowAuthError as exc:
-        module.fail_json(msg="user '%s': %s" % (module.params["name"], exc))
+    ), run, lambda p: "user '%s'" % p["name"])
 
 
 if __name__ == "__main__":
