@@ -227,6 +227,32 @@ CONTROLS = [
         "mlflow_server_cors_allowed_origins": ["*"],
         "mlflow_server_memory_max": "infinity",
     }),
+    # What group_vars/all/wiring.yml gives the server in the e2e scenario and against AWS, and the
+    # front_door scenario's values (scenarios these tests cannot afford to run).
+    ("server-e2e-wiring", S, {
+        "mlflow_server_db_host": "db.e2e.test",
+        "mlflow_server_db_port": 5432,
+        "mlflow_server_db_name": "mlflow",
+        "mlflow_server_db_user": "mlflow",
+        "mlflow_server_db_server_version": "17",
+        "mlflow_server_db_sslrootcert": "/etc/mlflow/db-ca.pem",
+        "mlflow_server_db_sslrootcert_src": __file__,
+        "mlflow_server_artifacts_destination": "s3://e2e-mlflow-artifacts/artifacts",
+        "mlflow_server_db_backup_s3_uri": "s3://e2e-mlflow-artifacts/db-backups",
+        "mlflow_server_s3_endpoint_url": "http://172.30.254.10:5000",
+        "mlflow_server_environment": {"AWS_DEFAULT_REGION": "eu-west-1"},
+        "mlflow_server_secret_environment": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        "mlflow_server_allowed_hosts": ["172.30.254.20", "localhost", "127.0.0.1", "localhost:5000", "127.0.0.1:5000"],
+        "mlflow_server_cors_allowed_origins": ["https://172.30.254.20"],
+    }),
+    ("server-front-door", S, {
+        "mlflow_server_backend": "sqlite",
+        "mlflow_server_artifacts_destination": "/var/lib/mlflow/artifacts",
+        "mlflow_server_workers": 2,
+        "mlflow_server_allowed_hosts": ["mlflow.front-door.test", "172.18.0.3", "localhost", "127.0.0.1", "localhost:5000",
+                                        "127.0.0.1:5000"],
+        "mlflow_server_cors_allowed_origins": ["https://mlflow.front-door.test", "https://172.18.0.3"],
+    }),
     ("baseline-sizes-names", H, {
         "host_baseline_journal_max_use": "1.5G",
         "host_baseline_journal_max_retention": "1d 12h",
