@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup venv docker images lint test sanity molecule demo demo-destroy docs clean
+.PHONY: help setup venv docker images lint test sanity molecule demo demo-destroy docs bench clean
 
 help:
 	@echo "make setup   - venv (.venv), Docker engine, locally built test images"
@@ -14,6 +14,7 @@ help:
 	@echo "make molecule SCENARIO=name - one molecule scenario"
 	@echo "make demo    - the whole product locally: AWS emulator + containers as hosts"
 	@echo "make docs    - regenerate the role READMEs' variable tables from meta/argument_specs.yml"
+	@echo "make bench   - issue 10's benchmark on a stack of its own (bench/README.md; BENCH_ARGS=...)"
 
 venv:
 	@scripts/setup-venv.sh
@@ -47,6 +48,9 @@ demo-destroy: venv
 
 docs: venv
 	python scripts/role-docs.py
+
+bench: setup
+	bench/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf .test-logs .pytest_cache
