@@ -17,6 +17,7 @@ check (to the OS check, or for mlflow_auth to the wait for the server).
 import re
 
 import pytest
+from pins import MLFLOW_VERSION
 from rolecheck import run_role_check
 
 SECRETS = {
@@ -140,7 +141,7 @@ CASES = [
      "host_baseline_extra_ca_certificates"),
     ("auth-ca-path-relative", A, {"mlflow_auth_ca_path": "ca.pem"}, "mlflow_auth_ca_path"),
     # Versions and pip requirements (PEP 440 / PEP 508), pip options.
-    ("version-trailing-newline", S, {"mlflow_server_version": "3.17.2\n"}, "mlflow_server_version"),
+    ("version-trailing-newline", S, {"mlflow_server_version": MLFLOW_VERSION + "\n"}, "mlflow_server_version"),
     ("pip-extra-is-an-option", S, {"mlflow_server_pip_packages_extra": ["--index-url=http://evil.example"]},
      "mlflow_server_pip_packages_extra"),
     ("pip-extra-bad-version", S, {"mlflow_server_pip_packages_extra": ["psycopg2-binary==latest"]},

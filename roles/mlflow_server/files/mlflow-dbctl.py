@@ -3,14 +3,33 @@
 """Check and migrate the MLflow schema (tracking and basic-auth databases).
 
   mlflow-dbctl.py --env-file FILE status
+  mlflow-dbctl.py --env-file FILE bootstrap < admin.json
+  mlflow-dbctl.py --env-file FILE admin-password
   mlflow-dbctl.py --env-file FILE migrate --backup-dir DIR [--backup-s3-uri s3://b/p] [--no-backup]
-                 [--pg-dump PATH]
+                 [--pg-dump PATH] [--lock-timeout SECONDS] [--upgrade-timeout SECONDS]
+  mlflow-dbctl.py --env-file FILE prune-backups --backup-dir DIR --keep N
 
 Settings (backend URI, PGPASSWORD, auth ini, S3 endpoint) come from the systemd environment
 file, so no secret ever appears on a command line. `migrate` holds a lock (a PostgreSQL
-advisory lock, or a file lock next to the SQLite file) so that only one host of a group
-migrates; it backs the databases up, then runs `mlflow db upgrade` once, and appends what it did to
-<backup-dir>/migrations.jsonl. Output is one JSON object on stdout, without secrets.
+advisory lock, or a file lock next to the SQLite file; waiting at most --lock-timeout) so that
+only one host of a group migrates; it backs the databases up, then runs `mlflow db upgrade` once, and appends what it did to
+<backup-dir>/migrations.jsonl. `mlflow db upgrade` is stopped after --upgrade-timeout (PostgreSQL then
+rolls its open transaction back). `prune-backups` keeps the N newest local backups of each database
+(0: all). Output is one JSON object on stdout, without secrets.
+
+`bootstrap` (PostgreSQL) makes MLflow's own database role, from the administrator's
+credentials read as JSON ({"username": ..., "password": ..., "maintenance_db": ...}) on stdin:
+the login role of MLFLOW_BACKEND_STORE_URI with the password in PGPASSWORD (created, or its
+password set when a login with it fails; sent as a SCRAM-SHA-256 verifier, never in clear), owner of
+the tracking and auth databases (created if missing) and of every table, view, sequence and type
+the administrator owns in them (an earlier deployment's, made as the administrator). The
+administrator keeps membership in the role (needed to hand objects over). Nothing else changes:
+no REASSIGN OWNED, which would also take the administrator's other databases.
+
+`admin-password` makes the stored password of the basic-auth admin (MLFLOW_AUTH_ADMIN_USERNAME)
+match MLFLOW_AUTH_ADMIN_PASSWORD. MLflow reads that variable only to create the admin on the first
+start, so without this a changed password would never reach the auth database. Before the first
+start (no such user yet) it does nothing; the hash is MLflow's own (werkzeug, as its auth store).
 
 pg_dump refuses to back up a server of a newer major version: before the first backup, `migrate`
 compares the major version of PATH (default: pg_dump on the PATH) with the server's
@@ -27,6 +46,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 LOCK_ID = 0x4D4C464C  # "MLFL"
@@ -91,22 +111,41 @@ def status():
     return result
 
 
+def wait_for(acquire, timeout, what):
+    """Calls acquire() until it returns True, for at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not acquire():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} is still held by another host after {timeout} s (--lock-timeout): "
+                               "is a migration running elsewhere, or did one hang?")
+        time.sleep(2)
+
+
+def flock_nb(fh):
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 @contextlib.contextmanager
-def migration_lock(uri):
+def migration_lock(uri, timeout=900):
     from sqlalchemy.engine import make_url
 
     url = make_url(uri)
     if url.get_backend_name() == "sqlite":
         lock_path = Path(url.database + ".migrate.lock")
         with lock_path.open("w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            wait_for(lambda: flock_nb(fh), timeout, f"the migration lock {lock_path}")
             yield None
         return
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     with engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:id)"), {"id": LOCK_ID})
+        wait_for(lambda: conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:id)"), {"id": LOCK_ID}).scalar(),
+                 timeout, "the migration lock (PostgreSQL advisory lock)")
         try:
             yield conn
         finally:
@@ -176,6 +215,25 @@ def backup_one(uri, backup_dir, label, pg_dump="pg_dump"):
     return target
 
 
+BACKUP_NAME = re.compile(r"^(?P<db>.+)-(?P<label>[0-9a-z]+)-(?P<stamp>\d{8}T\d{6}Z)\.(dump|sqlite)$")
+
+
+def prune_backups(backup_dir, keep):
+    """Keeps the `keep` newest backups of each database in backup_dir (0: all); other files stay."""
+    by_db = {}
+    for path in Path(backup_dir).glob("*") if Path(backup_dir).is_dir() else []:
+        match = BACKUP_NAME.match(path.name)
+        if match and path.is_file():
+            by_db.setdefault(match["db"], []).append((match["stamp"], path))
+    removed = []
+    for backups in by_db.values():
+        for _stamp, path in sorted(backups, reverse=True)[keep:] if keep > 0 else []:
+            path.unlink()
+            removed.append(str(path))
+    return {"changed": bool(removed), "removed": sorted(removed),
+            "kept": sum(min(len(b), keep) if keep > 0 else len(b) for b in by_db.values())}
+
+
 def upload(path, s3_uri):
     import boto3
 
@@ -190,7 +248,7 @@ def migrate(args, out):
     """Fills `out` as it goes, so that a failure can still report the backups it made."""
     uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
     out.update({"changed": False, "backups": [], "upgraded": []})
-    with migration_lock(uri) as conn:
+    with migration_lock(uri, args.lock_timeout) as conn:
         before = status()  # again, under the lock: another host may have done it meanwhile
         out["before"] = before
         if before["downgrade"]:
@@ -212,7 +270,12 @@ def migrate(args, out):
         if before["tracking"]["current"] != before["tracking"]["head"]:
             # The one and only `mlflow db upgrade` of the group (it initializes an empty database).
             mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-            proc = subprocess.run([mlflow_cli, "db", "upgrade", uri], capture_output=True, text=True, check=False)
+            try:
+                proc = subprocess.run([mlflow_cli, "db", "upgrade", uri], capture_output=True, text=True, check=False,
+                                      timeout=args.upgrade_timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise RuntimeError(f"mlflow db upgrade did not finish within {args.upgrade_timeout} s (--upgrade-timeout) "
+                                   "and was stopped") from exc
             if proc.returncode != 0:
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
                 raise RuntimeError(f"mlflow db upgrade failed:\n{tail}")
@@ -238,6 +301,151 @@ def migrate(args, out):
     return out
 
 
+def scram_verifier(password, iterations=4096):
+    """The SCRAM-SHA-256 verifier PostgreSQL stores (RFC 5802/7677), so the password itself never
+    reaches the server, its logs or pg_stat_activity."""
+    import base64
+    import hashlib
+    import hmac
+
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    salt64, stored64, server64 = (base64.b64encode(raw).decode() for raw in (salt, stored_key, server_key))
+    return f"SCRAM-SHA-256${iterations}:{salt64}${stored64}:{server64}"
+
+
+# What a role owns in a database that bootstrap hands over (a psycopg2 query: % is written %%): relations (not sequences owned by a
+# column: they follow their table), schemas except the system ones, and types that are not a
+# relation's row type or an array.
+OWNED_OBJECTS = r"""
+SELECT format('ALTER %%s %%I.%%I OWNER TO %%I', CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+              WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, n.nspname, c.relname, %(app)s)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+   AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass
+                   AND d.deptype IN ('a', 'i') AND c.relkind = 'S')
+UNION ALL
+SELECT format('ALTER TYPE %%I.%%I OWNER TO %%I', n.nspname, t.typname, %(app)s)
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.typowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+   AND t.typtype IN ('e', 'd', 'c') AND (t.typrelid = 0 OR t.typtype <> 'c')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%%'
+UNION ALL
+SELECT format('ALTER SCHEMA %%I OWNER TO %%I', n.nspname, %(app)s)
+  FROM pg_namespace n
+ WHERE n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%%'
+"""
+
+
+def bootstrap(admin):
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    tracking = make_url(os.environ["MLFLOW_BACKEND_STORE_URI"])
+    if tracking.get_backend_name() != "postgresql":
+        raise ValueError("bootstrap needs a PostgreSQL backend store")
+    app, app_password = tracking.username, os.environ.get("PGPASSWORD", "")
+    if not app_password:
+        raise ValueError("PGPASSWORD (mlflow_server_db_password) is empty")
+    if app == admin["username"]:
+        raise ValueError(f"the MLflow database role and the administrator are the same role ({app})")
+    databases = [tracking.database] + ([make_url(auth_db_uri()).database] if auth_db_uri() else [])
+    common = {"host": tracking.host, "port": tracking.port or 5432, "connect_timeout": 15,
+              **{k: v for k, v in tracking.query.items() if k in ("sslmode", "sslrootcert")}}
+    maintenance = admin.get("maintenance_db") or "postgres"
+    actions = []
+
+    def connect(user, password, dbname):
+        conn = psycopg2.connect(user=user, password=password, dbname=dbname, **common)
+        conn.autocommit = True
+        return conn
+
+    def can_log_in():
+        try:
+            connect(app, app_password, maintenance).close()
+            return True
+        except psycopg2.OperationalError as exc:
+            if "password authentication failed" in str(exc) or ("role" in str(exc) and "does not exist" in str(exc)):
+                return False
+            raise
+
+    admin_conn = connect(admin["username"], admin["password"], maintenance)
+    try:
+        cur = admin_conn.cursor()
+        cur.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = %s", (app,))
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(app), sql.Literal(scram_verifier(app_password))))
+            actions.append(f"created role {app}")
+        else:
+            if any(row):
+                raise ValueError(f"role {app} has SUPERUSER, CREATEROLE or CREATEDB: MLflow's role must have none")
+            if not can_log_in():
+                cur.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                    sql.Identifier(app), sql.Literal(scram_verifier(app_password))))
+                actions.append(f"set the password of role {app}")
+        cur.execute("SELECT current_setting('server_version_num')::int >= 160000")
+        member_check = "SET" if cur.fetchone()[0] else "MEMBER"
+        cur.execute("SELECT pg_has_role(current_user, %s, %s)", (app, member_check))
+        if not cur.fetchone()[0]:
+            cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(app), sql.Identifier(admin["username"])))
+            actions.append(f"granted {app} to {admin['username']}")
+        for name in databases:
+            cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,))
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(app)))
+                actions.append(f"created database {name}")
+            elif row[0] != app:
+                cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(app)))
+                actions.append(f"database {name}: owner {row[0]} -> {app}")
+    finally:
+        admin_conn.close()
+    for name in databases:
+        conn = connect(admin["username"], admin["password"], name)
+        try:
+            cur = conn.cursor()
+            cur.execute(OWNED_OBJECTS, {"app": app})
+            statements = [r[0] for r in cur.fetchall()]
+            for statement in statements:
+                cur.execute(statement)
+            if statements:
+                actions.append(f"database {name}: {len(statements)} objects of {admin['username']} -> {app}")
+        finally:
+            conn.close()
+    return {"changed": bool(actions), "actions": actions, "role": app, "databases": databases}
+
+
+def admin_password():
+    import sqlalchemy
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    username, password = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME"), os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+    uri = auth_db_uri()
+    if not (uri and username and password):
+        return {"changed": False, "detail": "basic-auth is off"}
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(sqlalchemy.text("SELECT password_hash FROM users WHERE username = :u"), {"u": username}).first()
+            if row is None:
+                return {"changed": False, "detail": f"no user {username} yet: MLflow creates it on its first start"}
+            if check_password_hash(row[0], password):
+                return {"changed": False, "detail": f"the password of {username} is current"}
+            conn.execute(sqlalchemy.text("UPDATE users SET password_hash = :h WHERE username = :u"),
+                         {"h": generate_password_hash(password), "u": username})
+    finally:
+        engine.dispose()
+    return {"changed": True, "detail": f"set the password of {username}"}
+
+
 def mlflow_version():
     import mlflow
 
@@ -249,16 +457,32 @@ def main():
     parser.add_argument("--env-file", required=True)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status")
+    sub.add_parser("bootstrap", help="make MLflow's own database role; the administrator's credentials as JSON on stdin")
+    sub.add_parser("admin-password", help="set the basic-auth admin's stored password to MLFLOW_AUTH_ADMIN_PASSWORD")
     mig = sub.add_parser("migrate")
     mig.add_argument("--backup-dir", required=True)
     mig.add_argument("--backup-s3-uri", default="")
     mig.add_argument("--no-backup", dest="backup", action="store_false")
     mig.add_argument("--pg-dump", default="pg_dump", help="the pg_dump that backs PostgreSQL up (default: on the PATH)")
+    mig.add_argument("--lock-timeout", type=int, default=900, help="seconds to wait for another host's migration lock")
+    mig.add_argument("--upgrade-timeout", type=int, default=3600, help="seconds mlflow db upgrade may take")
+    prune = sub.add_parser("prune-backups")
+    prune.add_argument("--backup-dir", required=True)
+    prune.add_argument("--keep", type=int, required=True, help="newest backups kept per database (0: all)")
     args = parser.parse_args()
     load_env_file(args.env_file)
     partial = {}
     try:
-        result = status() if args.command == "status" else migrate(args, partial)
+        if args.command == "status":
+            result = status()
+        elif args.command == "bootstrap":
+            result = bootstrap(json.load(sys.stdin))
+        elif args.command == "admin-password":
+            result = admin_password()
+        elif args.command == "prune-backups":
+            result = prune_backups(args.backup_dir, args.keep)
+        else:
+            result = migrate(args, partial)
     except Exception as exc:  # noqa: BLE001 - report every failure as JSON
         print(json.dumps({"failed": True, "error": str(exc), "backups": partial.get("backups", [])}))
         return 1

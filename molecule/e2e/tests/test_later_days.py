@@ -1,0 +1,86 @@
+"""Later days, after test_e2e (this changes the deployment's secrets): one run of configure.yml
+after a change of the admin's password rotates it, and prunes old backups and venvs.
+
+MLflow itself reads MLFLOW_AUTH_ADMIN_PASSWORD only when it creates the admin; mlflow_server
+sets the stored password (mlflow-dbctl.py admin-password), and the same run's mlflow_auth and
+gc use it. Retention: mlflow_server_db_backup_keep (10 per database) and
+mlflow_server_venvs_keep (2: the running version and the newest other)."""
+
+import base64
+import re
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from conftest import CONTROL, EPHEMERAL, HOST, URL, playbook, recap, secret
+
+# mlflow_proxy_auth_cache_seconds and mlflow_server_auth_cache_ttl_seconds (30 s each, one after
+# the other at worst), plus slack for a loaded machine.
+STALE_WINDOW = 60 + 60
+
+
+def status(username, password):
+    ctx = ssl.create_default_context(cafile=str(CONTROL / "front-door-ca.pem"))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    req = urllib.request.Request(f"{URL}/api/2.0/mlflow/experiments/search?max_results=1",
+                                 headers={"Authorization": f"Basic {token}"})
+    try:
+        with opener.open(req, timeout=60) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def plant_old_backups_and_venvs():
+    """12 backups of each database, a day apart, and two venvs of older versions, older still."""
+    script = "\n".join([
+        "set -e",
+        "mkdir -p -m 0700 /var/backups/mlflow",
+        "for db in mlflow mlflow_auth; do for d in 01 02 03 04 05 06 07 08 09 10 11 12; do",
+        "  f=/var/backups/mlflow/$db-0123abcd-202610${d}T000000Z.dump; echo x > $f; touch -d 2026-10-$d $f",
+        "done; done",
+        "for v in 2.22.0 3.16.1; do mkdir -p /opt/mlflow/venvs/$v; done",
+        "touch -d 2026-01-01 /opt/mlflow/venvs/2.22.0; touch -d 2026-06-01 /opt/mlflow/venvs/3.16.1",
+    ])
+    subprocess.run(["docker", "exec", "-i", HOST, "sh"], input=script, text=True, check=True, capture_output=True)
+
+
+def listing(path):
+    res = subprocess.run(["docker", "exec", HOST, "ls", "-1", path], capture_output=True, text=True, check=True)
+    return sorted(res.stdout.split())
+
+
+def test_one_run_rotates_the_admin_password_and_prunes_backups_and_venvs():
+    vault = EPHEMERAL / "secrets" / "admin"  # the scenario's "vault" file behind mlflow_server_auth_admin_password
+    old = secret("admin")
+    assert status("admin", old) == 200
+    plant_old_backups_and_venvs()
+    running = listing("/opt/mlflow/venvs")
+    new = "Rot" + old[::-1]
+    vault.write_text(new + "\n")
+    rc, out = playbook("playbooks/configure.yml")
+    assert rc == 0, out[-5000:]
+    assert re.search(r"Set the basic-auth admin's stored password[^\n]*\n(\S.*\n)?changed: ", out), out[-5000:]
+    assert status("admin", new) == 200
+    started = time.monotonic()
+    while (code := status("admin", old)) == 200:
+        assert time.monotonic() - started < STALE_WINDOW, "the old admin password still works"
+        time.sleep(10)
+    assert code == 401, code
+    print(f"old admin password refused {time.monotonic() - started:.0f} s after the run")
+    gc_env = subprocess.run(["docker", "exec", "-i", HOST, "grep", "-cF", "-f", "/dev/stdin", "/etc/mlflow/mlflow-gc.env"],
+                            input=new + "\n", capture_output=True, text=True, check=False)
+    assert gc_env.stdout.strip() == "1", "the gc timer does not use the new password"
+    backups = listing("/var/backups/mlflow")
+    for db in ("mlflow", "mlflow_auth"):
+        of_db = [b for b in backups if re.match(rf"^{db}-[0-9a-z]+-\d{{8}}T\d{{6}}Z\.dump$", b)]
+        assert len(of_db) == 10, backups
+        assert f"{db}-0123abcd-20261012T000000Z.dump" in of_db and f"{db}-0123abcd-20261001T000000Z.dump" not in of_db
+    venvs = listing("/opt/mlflow/venvs")
+    assert "3.16.1" in venvs and "2.22.0" not in venvs and len(venvs) == 2, (running, venvs)
+    rc, out = playbook("playbooks/configure.yml")
+    assert rc == 0, out[-5000:]
+    assert all(h["changed"] == 0 and h["failed"] == 0 for h in recap(out).values()), recap(out)
