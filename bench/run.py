@@ -186,11 +186,11 @@ def client_for(cfg):
     """Runs in a child only."""
     os.environ.update(cfg["env"])
     os.environ["MLFLOW_TRACKING_URI"] = cfg["uri"]  # artifact repositories resolve mlflow-artifacts:/ with it
-    import logging
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run" line per run
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # an error is counted, not retried away
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"
+    import logging
     from mlflow import MlflowClient
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "View run" line per run (after mlflow's own setup)
     return MlflowClient(tracking_uri=cfg["uri"])
 
 
@@ -205,6 +205,13 @@ def wait_start(gate, ready):
     while gate.value == 0:
         time.sleep(0.005)
     return gate.value, gate.value + GATE_SECONDS.value
+
+
+def hold(gate):
+    """Keep this client (and its database connections) alive until the parent has read the CPU
+    counters: an in-process client's PostgreSQL backends exit with it."""
+    while gate.value > 0:
+        time.sleep(0.01)
 
 
 def worker(cfg, mode, exp_id, gate, ready, queue):
@@ -225,7 +232,7 @@ def worker(cfg, mode, exp_id, gate, ready, queue):
                 else:
                     client.log_metric(run_id, "loss", random.random(), step=step)
                     step += 1
-                lat.append(time.perf_counter() - t0)
+                lat.append((time.time(), time.perf_counter() - t0))
                 units += 1
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors += 1
@@ -238,6 +245,7 @@ def worker(cfg, mode, exp_id, gate, ready, queue):
         err_sample = err_sample or f"setup {type(exc).__name__}: {str(exc)[:200]}"
         ready.put(1)
     queue.put({"lat": lat, "errors": errors, "err": err_sample, "units": units})
+    hold(gate)
 
 
 def reader(cfg, mode, exp_id, run_ids, gate, ready, queue):
@@ -253,7 +261,7 @@ def reader(cfg, mode, exp_id, run_ids, gate, ready, queue):
                                        order_by=["metrics.m1 DESC"], max_results=100)
                 else:
                     client.get_metric_history(random.choice(run_ids), "m7")
-                lat.append(time.perf_counter() - t0)
+                lat.append((time.time(), time.perf_counter() - t0))
             except Exception as exc:  # noqa: BLE001
                 errors += 1
                 err_sample = err_sample or f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -263,6 +271,7 @@ def reader(cfg, mode, exp_id, run_ids, gate, ready, queue):
         err_sample = f"setup {type(exc).__name__}: {str(exc)[:200]}"
         ready.put(1)
     queue.put({"lat": lat, "errors": errors, "err": err_sample, "units": len(lat)})
+    hold(gate)
 
 
 def in_child(fn, *args):
@@ -301,7 +310,9 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def measure(env, name, target, args_for, clients, duration, extra=None):
+def measure(env, name, target, args_for, clients, duration, extra=None, warmup=0.0):
+    """Clients start together; the rate and the latencies count the operations that ended in
+    [start + warmup, start + duration] (the warm-up lets slow operations reach a steady state)."""
     queue, ready, gate = FORK.Queue(), FORK.Queue(), FORK.Value("d", 0.0)
     GATE_SECONDS.value = duration
     rus0 = os.times()
@@ -314,24 +325,30 @@ def measure(env, name, target, args_for, clients, duration, extra=None):
     ctx0, cpu0 = load_context(), component_cpu(env["ids"])
     gate.value = time.time() + 0.2
     parts = [queue.get() for _ in procs]
+    cpu1, ctx1 = component_cpu(env["ids"]), load_context()
+    t_start = gate.value
+    gate.value = -1.0  # release the clients
     for p in procs:
         p.join()
     rus1 = os.times()
-    cpu1, ctx1 = component_cpu(env["ids"]), load_context()
-    lat = [x for part in parts for x in part["lat"]]
-    units = sum(part["units"] for part in parts)
+    window = [(end, l) for part in parts for end, l in part["lat"] if t_start + warmup <= end <= t_start + duration]
+    lat = [l for _, l in window]
+    units = len(window)
+    total = sum(part["units"] for part in parts)
     errors = sum(part["errors"] for part in parts)
     cpu = cpu_delta(cpu0, cpu1)
     cpu["bench clients"] = round((rus1.children_user + rus1.children_system) - (rus0.children_user + rus0.children_system), 2)
     row = {
-        "name": name, "clients": clients, "seconds": duration, "ops": units, "ops_per_s": round(units / duration, 1),
+        "name": name, "clients": clients, "seconds": duration, "ops": units, "ops_all": total, "warmup_s": warmup,
+        "ops_per_s": round(units / (duration - warmup), 2),
         "p50_ms": round(pct(lat, 50) * 1000, 1) if lat else None,
         "p99_ms": round(pct(lat, 99) * 1000, 1) if lat else None,
         "errors": errors, "error_sample": next((p["err"] for p in parts if p["err"]), ""),
         "load_before": ctx0, "load_after": ctx1, "cpu_seconds": cpu,
     }
     row.update(extra or {})
-    print(json.dumps({k: row[k] for k in ("name", "clients", "ops_per_s", "p50_ms", "p99_ms", "errors")}),
+    top = sorted(cpu.items(), key=lambda kv: -kv[1])[:4]
+    print(json.dumps({k: row[k] for k in ("name", "clients", "ops_per_s", "ops", "p50_ms", "p99_ms", "errors")}), "cpu", top,
           "load", ctx0["loadavg"][0], "->", ctx1["loadavg"][0], "containers", ctx1["containers_running"], flush=True)
     return row
 
@@ -355,6 +372,42 @@ def fill_runs(uri, exp_id, start, count):
     return ids
 
 
+def multiply_runs(uri, exp_id, target):
+    """Copies of the experiment's fill-* runs, inside the database (INSERT ... SELECT over every table
+    keyed by run_uuid, new ids), until it holds at least target runs: 10,000 runs in seconds."""
+    from sqlalchemy import create_engine, text
+    engine = create_engine(uri)
+    with engine.begin() as conn:
+        base = conn.execute(text("select count(*) from runs where experiment_id = :e and name like 'fill-%'"),
+                            {"e": int(exp_id)}).scalar()
+        have = conn.execute(text("select count(*) from runs where experiment_id = :e"), {"e": int(exp_id)}).scalar()
+        copies = -(-(target - have) // base) if target > have else 0
+        if not copies:
+            return have
+        conn.execute(text("create temp table idmap as select r.run_uuid as old, g, md5(random()::text || clock_timestamp()::text "
+                          "|| r.run_uuid || g::text) as new from runs r, generate_series(1, :k) g "
+                          "where r.experiment_id = :e and r.name like 'fill-%'"), {"k": copies, "e": int(exp_id)})
+        tables = [r[0] for r in conn.execute(text(
+            "select table_name from information_schema.columns where column_name = 'run_uuid' and table_schema = 'public' "
+            "and table_name <> 'runs' order by table_name"))]
+        for table in ["runs"] + tables:
+            cols = [r[0] for r in conn.execute(text(
+                "select column_name from information_schema.columns where table_name = :t and table_schema = 'public' "
+                "order by ordinal_position"), {"t": table})]
+            sel = []
+            for c in cols:
+                if c == "run_uuid":
+                    sel.append("m.new")
+                elif table == "runs" and c == "name":
+                    sel.append("t.name || '-c' || m.g")
+                else:
+                    sel.append(f't."{c}"')
+            conn.execute(text(f'insert into {table} ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
+                              f'select {", ".join(sel)} from {table} t join idmap m on t.run_uuid = m.old'))
+        conn.execute(text("analyze"))
+        return conn.execute(text("select count(*) from runs where experiment_id = :e"), {"e": int(exp_id)}).scalar()
+
+
 def count_runs(uri, exp_id):
     from sqlalchemy import create_engine, text
     engine = create_engine(uri)
@@ -371,7 +424,7 @@ def some_run_ids(uri, exp_id, n=200):
     return [r[0] for r in rows]
 
 
-def prepare_reads(env, n_runs, procs_per_db=3):
+def prepare_reads(env, n_runs, procs_per_db=2, base_runs=250):
     """An experiment per configuration with n_runs runs (params, 5 single-step metrics, a 50-step
     history), written straight into the three databases at once (setup, not measured)."""
     exps, procs, queue = {}, [], FORK.Queue()
@@ -379,7 +432,7 @@ def prepare_reads(env, n_runs, procs_per_db=3):
         exp_id = exps[cfg_name] = in_child(setup_experiment, env["cfg"][cfg_name], "bench-read")
         uri = env["db_uri"][cfg_name]
         have = in_child(count_runs, uri, exp_id)
-        missing = max(0, n_runs - have)
+        missing = max(0, min(n_runs, base_runs) - have)
         per = -(-missing // procs_per_db)
         for c in range(procs_per_db if missing else 0):
             procs.append(FORK.Process(target=lambda u=uri, e=exp_id, s=have + c * per: queue.put(_safe(fill_runs, u, e, s, per))))
@@ -395,6 +448,7 @@ def prepare_reads(env, n_runs, procs_per_db=3):
     out = {}
     for cfg_name in CONFIGS:
         uri = env["db_uri"][cfg_name]
+        in_child(multiply_runs, uri, exps[cfg_name], n_runs)
         out[cfg_name] = {"experiment_id": exps[cfg_name], "runs": in_child(count_runs, uri, exps[cfg_name]),
                          "sample_run_ids": in_child(some_run_ids, uri, exps[cfg_name])}
         print(f"reads: {cfg_name} experiment {exps[cfg_name]} holds {out[cfg_name]['runs']} runs "
@@ -563,11 +617,18 @@ def plot(result, path):
     fig.savefig(path, dpi=110)
 
 
+def save(result, stem):
+    """After each section, so an interrupted run keeps what it measured."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 # --------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", default="1,4,16,32")
-    ap.add_argument("--seconds", type=float, default=15, help="per write measurement")
+    ap.add_argument("--seconds", type=float, default=30, help="per write measurement (log_batch)")
+    ap.add_argument("--warmup", type=float, default=8, help="first seconds of a log_batch measurement not counted")
     ap.add_argument("--loop-seconds", type=float, default=10)
     ap.add_argument("--read-runs", type=int, default=10000)
     ap.add_argument("--read-clients", type=int, default=4)
@@ -581,6 +642,9 @@ def main():
     counts = [int(x) for x in args.clients.split(",")]
 
     env = load_stack()
+    # Imported once here, so each forked client does not pay (and count) the import: no client,
+    # session or engine is made in this process.
+    import mlflow  # noqa: F401
     started = dt.datetime.now(dt.timezone.utc)
     result = {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -593,6 +657,7 @@ def main():
         "load_at_start": load_context(),
         "writes": {},
     }
+    stem = started.strftime("%Y-%m-%dT%H%MZ") + (f"-{args.tag}" if args.tag else "")
     exp = {c: in_child(setup_experiment, env["cfg"][c], "bench-write") for c in CONFIGS}
     host_id = env["ids"]["bench-host"]
 
@@ -608,19 +673,23 @@ def main():
                 if n == max(counts) and c == "deployed" and "memory" in sections:
                     sampler = RssSampler(host_id)
                     sampler.start()
-                rows.append(measure(env, c, worker, lambda i, c=c: (env["cfg"][c], "batch", exp[c]), n, args.seconds))
+                rows.append(measure(env, c, worker, lambda i, c=c: (env["cfg"][c], "batch", exp[c]), n, args.seconds,
+                                   warmup=args.warmup))
                 if sampler:
                     sampler.stop.set()
                     sampler.join()
                     result["memory"]["peak_32"] = sampler.peak
                     result["memory"]["peak_clients"] = n
         result["writes"]["batch"] = rows
+        save(result, stem)
     if "loop" in sections:
         rows = []
         for n in counts:
             for c in CONFIGS:
-                rows.append(measure(env, c, worker, lambda i, c=c: (env["cfg"][c], "loop", exp[c]), n, args.loop_seconds))
+                rows.append(measure(env, c, worker, lambda i, c=c: (env["cfg"][c], "loop", exp[c]), n, args.loop_seconds,
+                                   warmup=2.0))
         result["writes"]["loop"] = rows
+        save(result, stem)
     if "reads" in sections:
         setup = prepare_reads(env, args.read_runs)
         result["reads_setup"] = {"clients": args.read_clients, "experiments": {k: {"runs": v["runs"]} for k, v in setup.items()},
@@ -633,8 +702,9 @@ def main():
                 rows.append(measure(env, c, reader, lambda i, c=c, s=s, call=call: (env["cfg"][c], call, s["experiment_id"],
                                                                                     s["sample_run_ids"]),
                                     args.read_clients, args.read_seconds,
-                                    {"call": "search_runs" if call == "search" else "get_metric_history"}))
+                                    {"call": "search_runs" if call == "search" else "get_metric_history"}, warmup=1.0))
         result["reads"] = rows
+        save(result, stem)
     if "artifacts" in sections and args.artifacts:
         units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         sizes = [int(s[:-1]) * units[s[-1]] for s in args.artifacts.split(",")]
@@ -642,9 +712,7 @@ def main():
         result["artifacts"] = measure_artifacts(env, sizes, args.artifact_repeats, art_exp)
 
     result["load_at_end"] = load_context()
-    RESULTS.mkdir(exist_ok=True)
-    stem = started.strftime("%Y-%m-%dT%H%MZ") + (f"-{args.tag}" if args.tag else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    save(result, stem)
     table = summarize(result)
     header = (f"# Benchmark {result['started']} (commit {result['commit'][:10]})\n\n"
               f"{os.cpu_count()} CPUs shared by the stack, the clients and other engineers' scenarios; "
