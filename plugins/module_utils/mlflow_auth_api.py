@@ -124,6 +124,10 @@ class MlflowAuthClient:
     def delete_user(self, username):
         self.request("DELETE", "/api/2.0/mlflow/users/delete", body={"username": username})
 
+    def list_users(self):
+        """Every user with the roles it holds, each role with its grants (one call)."""
+        return self.request("GET", "/api/2.0/mlflow/users/list")[1].get("users", [])
+
     def list_user_permissions(self, username):
         return self.request("GET", "/api/3.0/mlflow/users/permissions/list", params={"username": username})[1].get("permissions", [])
 
@@ -174,6 +178,18 @@ class MlflowAuthClient:
         self.request("DELETE", "/api/3.0/mlflow/roles/unassign", body={"username": username, "role_id": role_id})
 
     # ---- resources ----
+    def experiment_id(self, name):
+        """The id of the experiment named name, None when there is none."""
+        status, body = self.request("GET", "/api/2.0/mlflow/experiments/get-by-name",
+                                    params={"experiment_name": name}, ok=(200, 404))
+        return body["experiment"]["experiment_id"] if status == 200 else None
+
+    def experiment_name(self, experiment_id):
+        """The name of the experiment with that id, None when it cannot be read."""
+        status, body = self.request("GET", "/api/2.0/mlflow/experiments/get",
+                                    params={"experiment_id": experiment_id}, ok=(200, 400, 404))
+        return body["experiment"]["name"] if status == 200 and isinstance(body, dict) and "experiment" in body else None
+
     def resolve_pattern(self, resource_type, resource, create_missing, check_mode):
         """Map a resource name to the grant pattern MLflow stores: experiments by id,
         the others by name. Returns (pattern, created). pattern is None when the
@@ -181,10 +197,9 @@ class MlflowAuthClient:
         if resource == "*" or resource_type not in ("experiment", "registered_model"):
             return resource, False
         if resource_type == "experiment":
-            status, body = self.request("GET", "/api/2.0/mlflow/experiments/get-by-name",
-                                        params={"experiment_name": resource}, ok=(200, 404))
-            if status == 200:
-                return body["experiment"]["experiment_id"], False
+            experiment_id = self.experiment_id(resource)
+            if experiment_id is not None:
+                return experiment_id, False
             if not create_missing:
                 raise MlflowAuthError("experiment '%s' does not exist (create_missing is off)" % resource)
             if check_mode:

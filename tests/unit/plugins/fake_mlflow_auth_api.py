@@ -257,6 +257,12 @@ class FakeMlflowAuthApi(object):
         self.assignments = set(a for a in self.assignments if a[0] != user["id"])
         return {}
 
+    def h_list_users(self, sender, params):
+        # list_users in mlflow/server/auth: every user with the roles it holds (grants included).
+        return {"users": [dict(self._user_json(u), roles=[self._role_json(r) for r in self.roles.values()
+                                                          if (u["id"], r["id"]) in self.assignments])
+                          for u in self.users.values()]}
+
     def h_list_user_permissions(self, sender, params):
         user = self._user(params["username"])
         rows = [{"role_id": r["id"], "role_name": r["name"], "workspace": r["workspace"],
@@ -348,6 +354,12 @@ class FakeMlflowAuthApi(object):
             raise not_found("Could not find experiment with name '%s'" % name)
         return {"experiment": {"experiment_id": self.experiments[name], "name": name}}
 
+    def h_get_experiment(self, sender, params):
+        for name, exp_id in self.experiments.items():
+            if exp_id == params["experiment_id"]:
+                return {"experiment": {"experiment_id": exp_id, "name": name}}
+        raise not_found("No Experiment with id=%s exists" % params["experiment_id"])
+
     def h_create_experiment(self, sender, params):
         if params["name"] in self.experiments:
             raise bad_request("Experiment '%s' already exists." % params["name"], "RESOURCE_ALREADY_EXISTS")
@@ -372,6 +384,7 @@ ROUTES = {
     ("PATCH", "/api/2.0/mlflow/users/update-password"): FakeMlflowAuthApi.h_update_password,
     ("PATCH", "/api/2.0/mlflow/users/update-admin"): FakeMlflowAuthApi.h_update_admin,
     ("DELETE", "/api/2.0/mlflow/users/delete"): FakeMlflowAuthApi.h_delete_user,
+    ("GET", "/api/2.0/mlflow/users/list"): FakeMlflowAuthApi.h_list_users,
     ("GET", "/api/3.0/mlflow/users/permissions/list"): FakeMlflowAuthApi.h_list_user_permissions,
     ("POST", "/api/3.0/mlflow/users/permissions/grant"): FakeMlflowAuthApi.h_grant,
     ("POST", "/api/3.0/mlflow/users/permissions/revoke"): FakeMlflowAuthApi.h_revoke,
@@ -386,6 +399,7 @@ ROUTES = {
     ("POST", "/api/3.0/mlflow/roles/assign"): FakeMlflowAuthApi.h_assign,
     ("DELETE", "/api/3.0/mlflow/roles/unassign"): FakeMlflowAuthApi.h_unassign,
     ("GET", "/api/2.0/mlflow/experiments/get-by-name"): FakeMlflowAuthApi.h_get_experiment_by_name,
+    ("GET", "/api/2.0/mlflow/experiments/get"): FakeMlflowAuthApi.h_get_experiment,
     ("POST", "/api/2.0/mlflow/experiments/create"): FakeMlflowAuthApi.h_create_experiment,
     ("GET", "/api/2.0/mlflow/registered-models/get"): FakeMlflowAuthApi.h_get_model,
     ("POST", "/api/2.0/mlflow/registered-models/create"): FakeMlflowAuthApi.h_create_model,
