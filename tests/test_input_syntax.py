@@ -5,13 +5,16 @@ One case or more per class of input an outside tester got through (systemd calen
 memory and time sizes, host names, URLs, user names Basic auth cannot carry, CORS wildcards
 while auth is on, secret strength, ports, paths, pip requirements and versions, SQL
 identifiers, unit-file values, service accounts), for the host roles mlflow_server,
-host_baseline and mlflow_auth. Each runs the role on localhost in check mode without facts
+host_baseline and mlflow_auth, the stand-in database postgres_standin and the AWS role
+aws_security_groups. Each runs the role on localhost in check mode without facts
 (tests/rolecheck.py): nothing can change. A case passes only when the run fails in the
 role's tasks/validate.yml, the failure message itself (not just a task title) names the
 variable, no task after validation ran, nothing changed, and no secret was printed.
 
 The controls give unusual but valid values of the same classes and must get past every
-check (to the OS check, or for mlflow_auth to the wait for the server).
+check (to the OS check; for mlflow_auth to the wait for the server; for postgres_standin to
+looking for the installed cluster; for aws_security_groups to the check that a VPC ID is given,
+which the controls leave empty so that no AWS call is ever made).
 """
 
 import re
@@ -26,6 +29,7 @@ SECRETS = {
     "alice": "alice-password-1",
     "flask": "short-flask-key",
     "index": "index-token-s3cr3t",
+    "pg": "pg-standin-password",
 }
 
 GOOD = {
@@ -39,6 +43,13 @@ GOOD = {
         "mlflow_auth_admin_password": SECRETS["admin"],
         "mlflow_auth_users": [{"name": "alice", "password": SECRETS["alice"]}],
     },
+    "postgres_standin": {"postgres_standin_password": SECRETS["pg"]},
+    # A closed loopback port as the AWS endpoint: nothing may leave the machine even by mistake.
+    "aws_security_groups": {
+        "mlflow_deployment_name": "syntax",
+        "mlflow_aws_region": "eu-west-1",
+        "mlflow_aws_endpoint_url": "http://127.0.0.1:9",
+    },
 }
 
 # Validation passed: the next thing that happens (no facts, no server on the closed port).
@@ -46,15 +57,20 @@ PASSED = {
     "mlflow_server": "mlflow_server supports Debian 12/13 and Amazon Linux 2023",
     "host_baseline": "host_baseline supports Debian 12/13 and Amazon Linux 2023",
     "mlflow_auth": "TASK [mlflow_aws.mlflow.mlflow_auth : Wait for the MLflow server]",
+    "postgres_standin": "TASK [mlflow_aws.mlflow.postgres_standin : Find the PostgreSQL cluster directory]",
+    "aws_security_groups": "TASK [mlflow_aws.mlflow.aws_security_groups : Require aws_security_groups_vpc_id]",
 }
 # The first task after validation: it must never run for a bad variable.
 FIRST_TASK_AFTER_VALIDATION = {
     "mlflow_server": "Load the variables of this OS",
     "host_baseline": "Load the variables of this OS",
     "mlflow_auth": "Wait for the MLflow server",
+    "postgres_standin": "Find the PostgreSQL cluster directory",
+    "aws_security_groups": "Require aws_security_groups_vpc_id",
 }
 
 S, H, A = "mlflow_server", "host_baseline", "mlflow_auth"
+P, G = "postgres_standin", "aws_security_groups"
 
 # (id, role, extra vars, the variable the failure message must name)
 CASES = [
@@ -169,6 +185,43 @@ CASES = [
     ("health-timeout-negative", S, {"mlflow_server_health_timeout": -5}, "mlflow_server_health_timeout"),
     ("auth-cache-ttl-negative", S, {"mlflow_server_auth_cache_ttl_seconds": -1}, "mlflow_server_auth_cache_ttl_seconds"),
     ("auth-cache-ttl-a-day", S, {"mlflow_server_auth_cache_ttl_seconds": 86400}, "mlflow_server_auth_cache_ttl_seconds"),
+    # The stand-in database: certificate names, pg_hba.conf, SQL names, its password, the PKI path.
+    ("standin-name-underscore", P, {"postgres_standin_server_names": ["db_primary.test"]}, "postgres_standin_server_names"),
+    ("standin-name-ip", P, {"postgres_standin_server_names": ["172.30.254.11"]}, "postgres_standin_server_names"),
+    ("standin-name-with-port", P, {"postgres_standin_server_names": ["db.test:5432"]}, "postgres_standin_server_names"),
+    ("standin-name-newline", P, {"postgres_standin_server_names": ["db.test\nDNS:evil.test"]}, "postgres_standin_server_names"),
+    ("standin-names-empty", P, {"postgres_standin_server_names": []}, "postgres_standin_server_names"),
+    ("standin-pki-relative", P, {"postgres_standin_pki_dir": ".demo/pki"}, "postgres_standin_pki_dir"),
+    ("standin-pki-dotdot", P, {"postgres_standin_pki_dir": "/tmp/pki/../../etc"}, "postgres_standin_pki_dir"),
+    ("standin-pki-root", P, {"postgres_standin_pki_dir": "/"}, "postgres_standin_pki_dir"),
+    ("standin-user-postgres", P, {"postgres_standin_user": "postgres"}, "postgres_standin_user"),
+    ("standin-user-reserved", P, {"postgres_standin_user": "pg_monitor"}, "postgres_standin_user"),
+    ("standin-user-injection", P, {"postgres_standin_user": "mlflow\" WITH SUPERUSER --"}, "postgres_standin_user"),
+    ("standin-password-short", P, {"postgres_standin_password": "short7!"}, "postgres_standin_password"),
+    ("standin-password-newline", P, {"postgres_standin_password": SECRETS["pg"] + "\nx"}, "postgres_standin_password"),
+    ("standin-database-hyphen", P, {"postgres_standin_databases": ["mlflow-db"]}, "postgres_standin_databases"),
+    ("standin-database-template", P, {"postgres_standin_databases": ["template1"]}, "postgres_standin_databases"),
+    ("standin-database-twice", P, {"postgres_standin_databases": ["mlflow", "mlflow"]}, "postgres_standin_databases"),
+    ("standin-cidr-host-bits", P, {"postgres_standin_allowed_cidr": "172.30.254.11/24"}, "postgres_standin_allowed_cidr"),
+    ("standin-cidr-two-fields", P, {"postgres_standin_allowed_cidr": "0.0.0.0/0 trust"}, "postgres_standin_allowed_cidr"),
+    ("standin-cidr-hostname", P, {"postgres_standin_allowed_cidr": "all"}, "postgres_standin_allowed_cidr"),
+    # Security groups: the rules' CIDRs and ports, the VPC ID.
+    ("sg-vpc-id-newline", G, {"aws_security_groups_vpc_id": "vpc-0123abcd\n"}, "aws_security_groups_vpc_id"),
+    ("sg-vpc-id-subnet", G, {"aws_security_groups_vpc_id": "subnet-0123abcd"}, "aws_security_groups_vpc_id"),
+    ("sg-https-cidr-trailing-space", G, {"aws_security_groups_https_cidrs": ["203.0.113.0/24 "]}, "aws_security_groups_https_cidrs"),
+    ("sg-https-cidr-no-prefix", G, {"aws_security_groups_https_cidrs": ["203.0.113.7"]}, "aws_security_groups_https_cidrs"),
+    ("sg-https-cidr-twice", G, {"aws_security_groups_https_cidrs": ["203.0.113.0/24", "203.0.113.0/24"]},
+     "aws_security_groups_https_cidrs"),
+    ("sg-ssh-cidr-bad-v6", G, {"aws_security_groups_ssh_enabled": True, "aws_security_groups_ssh_cidrs": ["2001:db8::1/32"]},
+     "aws_security_groups_ssh_cidrs"),
+    ("sg-ssh-enabled-without-cidrs", G, {"aws_security_groups_ssh_enabled": True}, "aws_security_groups_ssh_cidrs"),
+    ("sg-https-port-80-with-redirect", G, {"aws_security_groups_https_port": 80}, "aws_security_groups_https_port"),
+    ("sg-https-port-22-with-ssh", G, {"aws_security_groups_https_port": 22, "aws_security_groups_ssh_enabled": True,
+                                      "aws_security_groups_ssh_cidrs": ["198.51.100.0/24"]}, "aws_security_groups_https_port"),
+    ("sg-https-port-zero", G, {"aws_security_groups_https_port": 0}, "aws_security_groups_https_port"),
+    ("sg-db-port-below-rds", G, {"aws_security_groups_db_port": 1000}, "aws_security_groups_db_port"),
+    ("sg-too-many-rules", G, {"aws_security_groups_https_cidrs": [f"10.{i}.0.0/16" for i in range(31)]},
+     "aws_security_groups_https_cidrs"),
 ]
 
 
@@ -260,6 +313,27 @@ CONTROLS = [
         "host_baseline_ntp_servers": ["169.254.169.123", "fd00:ec2::123", "time.example.com"],
         "host_baseline_ntp_pools": ["2.debian.pool.ntp.org"],
         "host_baseline_swap_file": "/var/lib/swap/host-a.swap",
+    }),
+    ("standin-e2e-and-scenario-values", P, {
+        "postgres_standin_server_names": ["db.e2e.test", "postgres.test", "localhost"],
+        "postgres_standin_pki_dir": "/tmp/molecule/e2e pki/pg-pki",
+        "postgres_standin_user": "mlflow_admin",
+        "postgres_standin_password": 'Pg-s3cret%w1th"quote\'and#hash ' + SECRETS["pg"],
+        "postgres_standin_databases": ["mlflow", "mlflow_auth"],
+        "postgres_standin_allowed_cidr": "fd00:172:30::/48",
+    }),
+    ("sg-mixed-families-at-the-quota", G, {
+        "aws_security_groups_vpc_id": "",
+        "aws_security_groups_https_cidrs": [f"10.{i}.0.0/16" for i in range(30)] + ["2001:db8::/32"],
+        "aws_security_groups_https_port": 8443,
+        "aws_security_groups_ssh_enabled": True,
+        "aws_security_groups_ssh_cidrs": ["2001:db8:1::/48"],
+    }),
+    ("sg-https-on-80-without-redirect", G, {
+        "aws_security_groups_http_redirect": False,
+        "aws_security_groups_https_port": 80,
+        "aws_security_groups_https_cidrs": ["0.0.0.0/0"],
+        "aws_security_groups_allow_from_anywhere": True,
     }),
     ("auth-names-urls", A, {
         "mlflow_auth_api_url": "http://127.0.0.1:9",
