@@ -15,12 +15,12 @@ short_description: Revoke the MLflow grants and role assignments a declaration d
 description:
   - Makes the declared experiment and registered model grants and role assignments exclusive.
     Every user of MLflow's basic-auth app is read (C(GET /api/2.0/mlflow/users/list), one call
-    that returns each user's roles with their grants), then, for every user that is not an admin:
-  - each direct grant (the user's C(__user_<id>__) role, which MLflow's C(grant) API and MLflow itself,
+    that returns each user's roles with their grants), then does the following for every user that is not an admin.
+  - Each direct grant (the user's C(__user_<id>__) role, which MLflow's C(grant) API and MLflow itself,
     when a user creates an experiment or registered model, write to) on an experiment or a registered
     model that O(experiment_permissions) / O(registered_model_permissions) do not declare present for
     that user is revoked, whatever its permission level;
-  - each assignment to a role of O(workspace) that the user's entry in O(users) does not list in
+  - Each assignment to a role of O(workspace) that the user's entry in O(users) does not list in
     its C(roles) is removed (a user not in O(users) holds no role).
   - Never touched, whatever the declaration says, are MLflow admins, O(admin_username) (the admin
     the module acts as), users declared with C(admin=true) in O(users), the users in O(exempt_users),
