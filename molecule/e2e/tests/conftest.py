@@ -1,11 +1,17 @@
 """Fixtures of the end-to-end verifier. Everything here talks to the scenario's own
 containers (172.30.254.0/24 on the e2e-net docker network) and to nothing else."""
 
+import base64
+import json
 import os
 import re
 import socket
+import ssl
 import subprocess
+import textwrap
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -115,3 +121,40 @@ def client_env():
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "300",
     })
     return env
+
+
+def front_door_status(path, auth=True, timeout=10):
+    """The HTTP status of a GET through the front door, as the admin (auth) or anonymous;
+    None when no HTTP answer came (refused, reset, timed out)."""
+    ctx = ssl.create_default_context(cafile=str(CONTROL / "front-door-ca.pem"))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"admin:{secret('admin')}".encode()).decode()
+    try:
+        with opener.open(urllib.request.Request(URL + path, headers=headers), timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+CLIENT_PRELUDE = """
+import json, os, sys, time
+from mlflow import MlflowClient
+client = MlflowClient()
+def emit(**result):
+    print("RESULT " + json.dumps(result), flush=True)
+"""
+
+
+def mlflow_client(code, env, *args, timeout=600, **extra_env):
+    """Run `code` in a new Python process with the MLflow client set up as a user has it
+    (client_env: the front door, the admin, the CA); returns what it emit()ted last."""
+    res = subprocess.run([str(VENV_BIN / "python"), "-c", CLIENT_PRELUDE + textwrap.dedent(code), *map(str, args)],
+                         env=dict(env, **extra_env), capture_output=True, text=True, timeout=timeout, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = [line[len("RESULT "):] for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(results[-1])
