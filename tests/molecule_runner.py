@@ -32,6 +32,7 @@ EXPECTED_SECONDS = {
     "front_door": 606,
     "e2e": 527,
     "aws": 418,
+    "upgrade": 420,
     "collection": 200,
     "host_baseline": 121,
 }

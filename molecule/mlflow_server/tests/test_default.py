@@ -187,7 +187,9 @@ def migrations(host):
     f = host.file("/var/backups/mlflow/migrations.jsonl")
     if not f.exists:
         return []
-    return [json.loads(line) for line in f.content_string.splitlines() if line.strip()]
+    # The completed migrations (the "phase" lines are their progress, as it happened).
+    entries = [json.loads(line) for line in f.content_string.splitlines() if line.strip()]
+    return [entry for entry in entries if "phase" not in entry]
 
 
 def test_schema_work_ran_once_for_the_group(host):
@@ -219,6 +221,86 @@ def test_schema_work_ran_once_for_the_group(host):
 def test_previous_venv_kept_and_current_points_to_new(host):
     assert host.file("/opt/mlflow/current").linked_to == f"/opt/mlflow/venvs/{VERSION}"
     assert f"/opt/mlflow/venvs/{VERSION}/bin/mlflow server" in host.file("/etc/systemd/system/mlflow.service").content_string
+
+
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+DATA = Path(__file__).resolve().parents[2] / "shared" / "files" / "mlflow_data.py"
+DBCTL = f"/opt/mlflow/venvs/{VERSION}/bin/python /opt/mlflow/bin/mlflow-dbctl.py --env-file {ENV_FILE}"
+
+
+def data_tool(*args):
+    """molecule/shared/files/mlflow_data.py on the test machine, as the admin's client."""
+    import subprocess
+
+    env = dict(os.environ, NO_PROXY="*", MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD)
+    proc = subprocess.run([sys.executable, str(DATA), *args], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    return proc
+
+
+def test_upgrade_kept_every_record_and_its_downtime(host):
+    """Starting point (b): prepare loaded the previous release with 200 runs, models, artifacts,
+    logged models, users and permissions, and exported it all; after the upgrade the full export
+    is identical. The probe prepare started measured how long the first server did not answer."""
+    if not name(host).endswith("-a"):
+        pytest.skip("the data is served by the first server")
+    pid = (EPHEMERAL / "probe.pid").read_text().strip()
+    os.system(f"kill {pid} 2>/dev/null")
+    changes = [json.loads(line) for line in (EPHEMERAL / "probe.jsonl").read_text().splitlines()]
+    outages = [(b["t"] - a["t"], a["detail"]) for a, b in zip(changes, changes[1:]) if not a["up"] and b["up"]]
+    assert changes[0]["up"] and changes[-1]["up"] and outages, changes
+    after = EPHEMERAL / "export-after.json"
+    res = data_tool("export", "--uri", f"http://{ip_of(host)}:5000", "--users", "alice,bob", "--out", str(after))
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert counts["runs"] >= 200 and counts["registered_models"] >= 3 and counts["logged_models"] >= 3, counts
+    assert counts["users"] == 2 and counts["metric_points"] >= 200 * 100, counts
+    compared = data_tool("compare", str(EPHEMERAL / "export-before.json"), str(after))
+    assert compared.stdout.strip() == "identical", compared.stdout
+    print(f"upgrade {PREVIOUS} -> {VERSION} with data: export identical ({counts}); first server unanswered "
+          f"{len(outages)} time(s), longest {max(o[0] for o in outages):.1f} s, total {sum(o[0] for o in outages):.1f} s")
+
+
+def test_rollback_drill_serves_the_pre_upgrade_backup_with_the_previous_release(host):
+    """The documented rollback: the backup set the upgrade took restored (both databases, as a
+    pair) into new databases; the previous release, kept by retention, serves it; the export is
+    the one from before the upgrade."""
+    if not name(host).endswith("-a"):
+        pytest.skip("the migration and its backups are on the first server")
+    upgrade = [m for m in migrations(host) if m["mlflow_version"] == VERSION][0]
+    stamp = upgrade["backup_set"]
+    manifest = json.loads(host.file(f"/var/backups/mlflow/backup-{stamp}.json").content_string)
+    assert set(manifest["databases"]) == {"tracking", "auth"} and manifest["mlflow_version"] == VERSION, manifest
+    creator = json.dumps({"username": "mlflow", "password": DB_PASSWORD})
+    res = host.run(f"printf %s {shlex.quote(creator)} | {DBCTL} restore --backup-dir /var/backups/mlflow --set {stamp} "
+                   "--tracking-db mlflow_rollback --auth-db mlflow_auth_rollback --create "
+                   "--pg-dump /usr/lib/postgresql/15/bin/pg_dump")
+    assert res.rc == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    assert out["databases"] == {"tracking": "mlflow_rollback", "auth": "mlflow_auth_rollback"}, out
+    host.check_output("sed 's#:5432/mlflow_auth?#:5432/mlflow_auth_rollback?#' /etc/mlflow/basic_auth.ini > /root/rollback.ini"
+                      f" && sed -e 's#:5432/mlflow?#:5432/mlflow_rollback?#' -e 's#^MLFLOW_AUTH_CONFIG_PATH=.*#MLFLOW_AUTH_CONFIG_PATH=/root/rollback.ini#'"
+                      f" {ENV_FILE} > /root/rollback.env && chmod 600 /root/rollback.ini /root/rollback.env")
+    assert "mlflow_rollback?" in host.file("/root/rollback.env").content_string
+    host.check_output(f"systemd-run --unit mlflow-rollback -p EnvironmentFile=/root/rollback.env /opt/mlflow/venvs/{PREVIOUS}/bin/mlflow "
+                      f"server --host 0.0.0.0 --port 5001 --workers 1 --serve-artifacts --app-name basic-auth "
+                      f"--allowed-hosts {ip_of(host)}:5001,127.0.0.1:5001")
+    try:
+        check = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:5001/health')\""
+        for _ in range(90):
+            if host.run(check).rc == 0:
+                break
+            import time
+
+            time.sleep(2)
+        rolled = EPHEMERAL / "export-rollback.json"
+        res = data_tool("export", "--uri", f"http://{ip_of(host)}:5001", "--users", "alice,bob", "--out", str(rolled))
+        assert res.returncode == 0, res.stderr[-2000:]
+        compared = data_tool("compare", str(EPHEMERAL / "export-before.json"), str(rolled))
+        assert compared.stdout.strip() == "identical", compared.stdout
+    finally:
+        host.run("systemctl stop mlflow-rollback")
+    print(f"rollback drill: set {stamp} ({', '.join(out['actions'])}); MLflow {PREVIOUS} serves it, export identical")
 
 
 def test_presigned_download_from_s3(host):

@@ -8,6 +8,9 @@
   mlflow-dbctl.py --env-file FILE migrate --backup-dir DIR [--backup-s3-uri s3://b/p] [--no-backup]
                  [--pg-dump PATH] [--lock-timeout SECONDS] [--upgrade-timeout SECONDS]
   mlflow-dbctl.py --env-file FILE prune-backups --backup-dir DIR --keep N
+  mlflow-dbctl.py --env-file FILE backup --backup-dir DIR [--backup-s3-uri s3://b/p] [--pg-dump PATH] [--label L]
+  mlflow-dbctl.py --env-file FILE restore --backup-dir DIR --set STAMP [--tracking-db NAME] [--auth-db NAME]
+                 [--create < admin.json] [--clean] [--pg-dump PATH]
 
 Settings (backend URI, PGPASSWORD, auth ini, S3 endpoint) come from the systemd environment
 file, so no secret ever appears on a command line. `migrate` holds a lock (a PostgreSQL
@@ -16,6 +19,16 @@ only one host of a group migrates; it backs the databases up, then runs `mlflow 
 <backup-dir>/migrations.jsonl. `mlflow db upgrade` is stopped after --upgrade-timeout (PostgreSQL then
 rolls its open transaction back). `prune-backups` keeps the N newest local backups of each database
 (0: all). Output is one JSON object on stdout, without secrets.
+
+Backups are pairs: the tracking and auth databases are dumped one after the other under one
+stamp (<db>-<label>-<STAMP>.dump each) with a manifest, backup-<STAMP>.json (revisions, MLflow
+version, sizes, SHA-256), the unit `restore` works on. `restore` checks the checksums, then
+pg_restores both dumps in one transaction each into the named databases (default: the configured
+ones), which must be empty unless --clean; with --create it first creates them, owned by MLflow's
+role, as the administrator whose credentials it reads as JSON on stdin (as `bootstrap`). The
+pg_restore used is the one next to --pg-dump. A migration appends its progress to
+migrations.jsonl as it goes ("phase": backed-up, tracking-upgraded, done), so a run stopped between
+the tracking and the auth migration is visible, and the next `migrate` finishes it.
 
 `bootstrap` (PostgreSQL) makes MLflow's own database role, from the administrator's
 credentials read as JSON ({"username": ..., "password": ..., "maintenance_db": ...}) on stdin:
@@ -184,16 +197,31 @@ def check_pg_dump(conn, pg_dump):
     return info
 
 
-def backup_one(uri, backup_dir, label, pg_dump="pg_dump"):
+def new_stamp():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def backup_one(uri, backup_dir, label, stamp, pg_dump="pg_dump"):
+    """Dumps one database to <db>-<label>-<stamp>; a failed dump (a full disk...) leaves no file behind."""
     from sqlalchemy.engine import make_url
 
     url = make_url(uri)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = backup_dir / (f"{Path(url.database).stem}-{label}-{stamp}.sqlite" if url.get_backend_name() == "sqlite"
+                           else f"{url.database}-{label}-{stamp}.dump")
+    try:
+        _dump(url, target, pg_dump)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    os.chmod(target, 0o600)
+    return target
+
+
+def _dump(url, target, pg_dump):
     if url.get_backend_name() == "sqlite":
         import sqlite3
 
-        target = backup_dir / f"{Path(url.database).stem}-{label}-{stamp}.sqlite"
         src = sqlite3.connect(url.database)
         dst = sqlite3.connect(target)
         with dst:
@@ -201,18 +229,71 @@ def backup_one(uri, backup_dir, label, pg_dump="pg_dump"):
         src.close()
         dst.close()
     else:
-        target = backup_dir / f"{url.database}-{label}-{stamp}.dump"
-        env = dict(os.environ)
-        for key, var in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
-            if key in url.query:
-                env[var] = url.query[key]
-        cmd = [pg_dump, "--format=custom", "--no-password", f"--file={target}",
-               f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}", url.database]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        cmd = [pg_dump, "--format=custom", "--no-password", f"--file={target}", *pg_conn_args(url), url.database]
+        proc = subprocess.run(cmd, env=pg_env(url), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"pg_dump of {url.database} failed: {proc.stderr.strip()}")
-    os.chmod(target, 0o600)
-    return target
+            raise RuntimeError(f"pg_dump of {url.database} to {target} failed: {proc.stderr.strip()}")
+
+
+def pg_env(url):
+    env = dict(os.environ)
+    for key, var in (("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
+        if key in url.query:
+            env[var] = url.query[key]
+    return env
+
+
+def pg_conn_args(url):
+    return [f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}"]
+
+
+def sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def backup_pair(state, backup_dir, label, pg_dump="pg_dump", s3_uri="", out=None):
+    """Backs the tracking and auth databases up under one stamp, with a manifest; returns the manifest.
+    `state` is status(): an empty database (nothing to lose) is not dumped. `out` (if given) collects
+    the paths as they are written, so that a failure can still name them."""
+    backup_dir = Path(backup_dir)
+    stamp = new_stamp()
+    manifest = {"set": stamp, "label": label, "mlflow_version": mlflow_version(), "databases": {}}
+    parts = [("tracking", os.environ["MLFLOW_BACKEND_STORE_URI"])]
+    if "auth" in state:
+        parts.append(("auth", auth_db_uri()))
+    made = []
+    try:
+        for part, uri in parts:
+            if state[part]["empty"]:
+                continue
+            target = backup_one(uri, backup_dir, label, stamp, pg_dump)
+            made.append(target)
+            manifest["databases"][part] = {"file": target.name, "revision": state[part]["current"],
+                                           "size": target.stat().st_size, "sha256": sha256(target)}
+            if out is not None:
+                out.append(str(target))
+        path = backup_dir / f"backup-{stamp}.json"
+        path.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.chmod(path, 0o600)
+    except BaseException:
+        # Half a pair is no backup: the dumps of this set go with the failure.
+        for target in made:
+            target.unlink(missing_ok=True)
+        if out is not None:
+            del out[len(out) - len(made):]
+        raise
+    manifest["manifest"] = str(path)
+    if s3_uri:
+        manifest["uploaded"] = [upload(target, s3_uri) for target in made] + [upload(path, s3_uri)]
+        if out is not None:
+            out.extend(manifest["uploaded"][:-1])
+    return manifest
 
 
 BACKUP_NAME = re.compile(r"^(?P<db>.+)-(?P<label>[0-9a-z]+)-(?P<stamp>\d{8}T\d{6}Z)\.(dump|sqlite)$")
@@ -230,6 +311,11 @@ def prune_backups(backup_dir, keep):
         for _stamp, path in sorted(backups, reverse=True)[keep:] if keep > 0 else []:
             path.unlink()
             removed.append(str(path))
+    remaining = {m["stamp"] for p in Path(backup_dir).glob("*") if (m := BACKUP_NAME.match(p.name))}
+    for path in Path(backup_dir).glob("backup-*.json") if removed else []:
+        if path.name[len("backup-"):-len(".json")] not in remaining:
+            path.unlink()
+            removed.append(str(path))
     return {"changed": bool(removed), "removed": sorted(removed),
             "kept": sum(min(len(b), keep) if keep > 0 else len(b) for b in by_db.values())}
 
@@ -244,6 +330,28 @@ def upload(path, s3_uri):
     return f"s3://{bucket}/{key}"
 
 
+def journal(backup_dir, entry):
+    """Appends one line to <backup-dir>/migrations.jsonl (root-only): the audit trail of every schema change."""
+    log = Path(backup_dir) / "migrations.jsonl"
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    os.chmod(log, 0o600)
+
+
+def interrupted(backup_dir):
+    """The last migration that logged a phase but never `done` (stopped half-way), or None."""
+    log = Path(backup_dir) / "migrations.jsonl"
+    last = None
+    for line in log.read_text().splitlines() if log.exists() else []:
+        entry = json.loads(line)
+        if "phase" in entry:
+            last = None if entry["phase"] == "done" else entry
+        elif entry.get("changed"):
+            last = None
+    return last
+
+
 def migrate(args, out):
     """Fills `out` as it goes, so that a failure can still report the backups it made."""
     uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
@@ -255,18 +363,22 @@ def migrate(args, out):
             raise RuntimeError("the database schema is newer than this MLflow version: refusing to downgrade")
         if not before["needed"]:
             return out
+        resumed = interrupted(args.backup_dir)
+        if resumed:
+            out["resumed"] = resumed
+        run = {"run": new_stamp(), "mlflow_version": mlflow_version()}
+
+        def phase(name, **extra):
+            journal(args.backup_dir, {**run, "phase": name, **extra,
+                                      "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+
         label = f"{(before['tracking']['current'] or 'empty')}"
         if args.backup and not before["tracking"]["empty"]:
             if conn is not None:  # PostgreSQL (the auth database is on the same server)
                 out["pg_dump"] = check_pg_dump(conn, args.pg_dump)
-            targets = [backup_one(uri, Path(args.backup_dir), label, args.pg_dump)]
-            if "auth" in before and not before["auth"]["empty"]:
-                targets.append(backup_one(auth_db_uri(), Path(args.backup_dir), before["auth"]["current"] or "empty",
-                                          args.pg_dump))
-            for target in targets:
-                out["backups"].append(str(target))
-                if args.backup_s3_uri:
-                    out["backups"].append(upload(target, args.backup_s3_uri))
+            manifest = backup_pair(before, args.backup_dir, label, args.pg_dump, args.backup_s3_uri, out["backups"])
+            out["backup_set"] = manifest["set"]
+            phase("backed-up", backup_set=manifest["set"], before=before)
         if before["tracking"]["current"] != before["tracking"]["head"]:
             # The one and only `mlflow db upgrade` of the group (it initializes an empty database).
             mlflow_cli = str(Path(sys.executable).parent / "mlflow")
@@ -280,6 +392,7 @@ def migrate(args, out):
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
                 raise RuntimeError(f"mlflow db upgrade failed:\n{tail}")
             out["upgraded"].append("tracking")
+            phase("tracking-upgraded", revision=before["tracking"]["head"])
         if "auth" in before and before["auth"]["current"] != before["auth"]["head"]:
             from mlflow.server.auth.db.utils import migrate_if_needed
             from mlflow.store.db.utils import create_sqlalchemy_engine_with_retry
@@ -290,15 +403,97 @@ def migrate(args, out):
             out["upgraded"].append("auth")
         out["changed"] = True
         out["after"] = status()
-        out["mlflow_version"] = mlflow_version()
+        out["mlflow_version"] = run["mlflow_version"]
         out["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        # An audit trail of every schema change, next to the backups (root-only).
-        log = Path(args.backup_dir) / "migrations.jsonl"
-        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with log.open("a") as fh:
-            fh.write(json.dumps(out) + "\n")
-        os.chmod(log, 0o600)
+        phase("done", after=out["after"])
+        journal(args.backup_dir, out)
     return out
+
+
+def backup(args):
+    uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
+    state = status()
+    if state["downgrade"] or state["needed"]:
+        raise RuntimeError("the schema is not at this MLflow version's head (run the playbook to migrate it first): "
+                           + json.dumps({k: v for k, v in state.items() if isinstance(v, dict)}))
+    from sqlalchemy.engine import make_url
+
+    if make_url(uri).get_backend_name() == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:
+            check_pg_dump(conn, args.pg_dump)
+        engine.dispose()
+    manifest = backup_pair(state, args.backup_dir, args.label, args.pg_dump, args.backup_s3_uri)
+    return {"changed": True, **manifest}
+
+
+def restore(args, admin):
+    """Restores one backup set (both databases) into empty databases, or over them with --clean."""
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    tracking = make_url(os.environ["MLFLOW_BACKEND_STORE_URI"])
+    if tracking.get_backend_name() != "postgresql":
+        raise ValueError("restore is for PostgreSQL; a SQLite backup is a copy of the database file: stop the "
+                         "servers and copy the backup set's files back")
+    backup_dir = Path(args.backup_dir)
+    manifest_path = backup_dir / f"backup-{args.set}.json"
+    if not manifest_path.exists():
+        sets = sorted(p.name[len("backup-"):-len(".json")] for p in backup_dir.glob("backup-*.json"))
+        raise FileNotFoundError(f"no backup set {args.set} in {backup_dir} (sets there: {', '.join(sets) or 'none'})")
+    manifest = json.loads(manifest_path.read_text())
+    auth_uri = auth_db_uri()
+    targets = {"tracking": args.tracking_db or tracking.database,
+               "auth": args.auth_db or (make_url(auth_uri).database if auth_uri else None)}
+    parts = [part for part in ("tracking", "auth") if part in manifest["databases"]]
+    for part in parts:  # every file checked before anything is touched
+        entry = manifest["databases"][part]
+        if targets[part] is None:
+            raise ValueError(f"the set has an {part} database but no target: give --{part}-db")
+        if sha256(backup_dir / entry["file"]) != entry["sha256"]:
+            raise ValueError(f"{entry['file']} does not match its checksum in {manifest_path.name}: not restoring")
+    common = {"host": tracking.host, "port": tracking.port or 5432, "connect_timeout": 15,
+              **{k: v for k, v in tracking.query.items() if k in ("sslmode", "sslrootcert")}}
+    app, actions = tracking.username, []
+    if admin is not None:
+        conn = psycopg2.connect(user=admin["username"], password=admin["password"],
+                                dbname=admin.get("maintenance_db") or "postgres", **common)
+        conn.autocommit = True
+        try:
+            cur = conn.cursor()
+            for part in parts:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (targets[part],))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(targets[part]), sql.Identifier(app)))
+                    actions.append(f"created database {targets[part]}")
+        finally:
+            conn.close()
+    pg_restore = str(Path(args.pg_dump).with_name("pg_restore")) if "/" in args.pg_dump else "pg_restore"
+    for part in parts:
+        target = targets[part]
+        conn = psycopg2.connect(user=app, password=os.environ.get("PGPASSWORD", ""), dbname=target, **common)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+            tables = cur.fetchone()[0]
+        finally:
+            conn.close()
+        if tables and not args.clean:
+            raise RuntimeError(f"database {target} is not empty ({tables} tables): restore into a new database "
+                               "(--create), or stop every server and give --clean to replace its contents")
+        cmd = [pg_restore, "--no-password", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error",
+               *(["--clean", "--if-exists"] if args.clean else []), *pg_conn_args(tracking), f"--dbname={target}",
+               str(backup_dir / manifest["databases"][part]["file"])]
+        proc = subprocess.run(cmd, env=pg_env(tracking), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_restore of {manifest['databases'][part]['file']} into {target} failed "
+                               f"(rolled back): {proc.stderr.strip()}")
+        actions.append(f"restored {part} ({manifest['databases'][part]['revision']}) into {target}")
+    return {"changed": True, "set": args.set, "mlflow_version": manifest["mlflow_version"], "actions": actions,
+            "databases": {part: targets[part] for part in parts}}
 
 
 def scram_verifier(password, iterations=4096):
@@ -466,6 +661,20 @@ def main():
     mig.add_argument("--pg-dump", default="pg_dump", help="the pg_dump that backs PostgreSQL up (default: on the PATH)")
     mig.add_argument("--lock-timeout", type=int, default=900, help="seconds to wait for another host's migration lock")
     mig.add_argument("--upgrade-timeout", type=int, default=3600, help="seconds mlflow db upgrade may take")
+    bak = sub.add_parser("backup", help="back the tracking and auth databases up as one set, now")
+    bak.add_argument("--backup-dir", required=True)
+    bak.add_argument("--backup-s3-uri", default="")
+    bak.add_argument("--pg-dump", default="pg_dump")
+    bak.add_argument("--label", default="manual", type=lambda v: v if re.fullmatch(r"[0-9a-z]+", v) else parser.error(
+        "--label: lowercase letters and digits only"))
+    res = sub.add_parser("restore", help="restore a backup set (both databases); with --create, admin JSON on stdin")
+    res.add_argument("--backup-dir", required=True)
+    res.add_argument("--set", required=True, help="the set's stamp, as in backup-<STAMP>.json")
+    res.add_argument("--tracking-db", default="")
+    res.add_argument("--auth-db", default="")
+    res.add_argument("--create", action="store_true", help="create the databases first, as the administrator (stdin)")
+    res.add_argument("--clean", action="store_true", help="replace the contents of non-empty databases")
+    res.add_argument("--pg-dump", default="pg_dump", help="pg_restore is taken from the same directory")
     prune = sub.add_parser("prune-backups")
     prune.add_argument("--backup-dir", required=True)
     prune.add_argument("--keep", type=int, required=True, help="newest backups kept per database (0: all)")
@@ -479,12 +688,17 @@ def main():
             result = bootstrap(json.load(sys.stdin))
         elif args.command == "admin-password":
             result = admin_password()
+        elif args.command == "backup":
+            result = backup(args)
+        elif args.command == "restore":
+            result = restore(args, json.load(sys.stdin) if args.create else None)
         elif args.command == "prune-backups":
             result = prune_backups(args.backup_dir, args.keep)
         else:
             result = migrate(args, partial)
     except Exception as exc:  # noqa: BLE001 - report every failure as JSON
-        print(json.dumps({"failed": True, "error": str(exc), "backups": partial.get("backups", [])}))
+        print(json.dumps({"failed": True, "error": str(exc), "backups": partial.get("backups", []),
+                          **({"backup_set": partial["backup_set"]} if "backup_set" in partial else {})}))
         return 1
     print(json.dumps(result))
     return 0
