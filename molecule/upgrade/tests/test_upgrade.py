@@ -36,6 +36,7 @@ def address(host):
 def data_tool(*args, auth=True):
     """mlflow_data.py on the test machine, as a user's client: S3 straight to the emulator."""
     env = dict(os.environ, NO_PROXY="*", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD="false",
                AWS_DEFAULT_REGION="us-east-1",
                MLFLOW_S3_ENDPOINT_URL=f"http://{(EPHEMERAL / 'moto-address').read_text().strip()}:5000")
     if auth:
