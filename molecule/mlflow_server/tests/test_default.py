@@ -251,7 +251,7 @@ def test_upgrade_kept_every_record_and_its_downtime(host):
     outages = [(b["t"] - a["t"], a["detail"]) for a, b in zip(changes, changes[1:]) if not a["up"] and b["up"]]
     assert changes[0]["up"] and changes[-1]["up"] and outages, changes
     after = EPHEMERAL / "export-after.json"
-    res = data_tool("export", "--uri", f"http://{ip_of(host)}:5000", "--users", "alice,bob", "--out", str(after))
+    res = data_tool("export", "--uri", f"http://{ip_of(host)}:5000", "--users", "alice,bob", "--scope", "loaded", "--out", str(after))
     assert res.returncode == 0, res.stderr[-2000:]
     counts = json.loads(res.stdout.strip().splitlines()[-1])
     assert counts["runs"] >= 200 and counts["registered_models"] >= 3 and counts["logged_models"] >= 3, counts
@@ -295,7 +295,7 @@ def test_rollback_drill_serves_the_pre_upgrade_backup_with_the_previous_release(
 
             time.sleep(2)
         rolled = EPHEMERAL / "export-rollback.json"
-        res = data_tool("export", "--uri", f"http://{ip_of(host)}:5001", "--users", "alice,bob", "--out", str(rolled))
+        res = data_tool("export", "--uri", f"http://{ip_of(host)}:5001", "--users", "alice,bob", "--scope", "loaded", "--out", str(rolled))
         assert res.returncode == 0, res.stderr[-2000:]
         compared = data_tool("compare", str(EPHEMERAL / "export-before.json"), str(rolled))
         assert compared.stdout.strip() == "identical", compared.stdout
@@ -481,7 +481,7 @@ def test_failed_migration_stops_the_group_and_keeps_it_serving(host):
     assert "Point the current symlink" not in out, "a host went on past the failed migration"
     assert after["current"] == state["previous"], "the failed migration was not rolled back"
     # The backups it took first are named in the message, and are there.
-    named = re.search(r"Backups taken just before: (.*?)\.\s", out).group(1).split(", ")
+    named = re.search(r"Backups taken just before \(set \d{8}T\d{6}Z\): (.*?)\.\s", out).group(1).split(", ")
     local = [b for b in named if b.startswith("/var/backups/mlflow/")]
     assert local and any(b.startswith("s3://mlflow-backups/") for b in named), named
     assert all(host.file(b).exists and host.file(b).mode == 0o600 for b in local), named

@@ -4,7 +4,7 @@ upgrade tests (molecule/upgrade: a hand-made MLflow 2.22 deployment adopted by t
 molecule/mlflow_server: this project's previous default version upgraded to the pin).
 
   mlflow_data.py load   --uri URL [--runs 200] [--steps 50] [--logged-models] [--users]
-  mlflow_data.py export --uri URL --out FILE [--users alice,bob]
+  mlflow_data.py export --uri URL --out FILE [--users alice,bob] [--scope all|loaded]
   mlflow_data.py compare A.json B.json
 
 Credentials come from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (basic-auth); S3
@@ -177,6 +177,8 @@ def export(args):
     t0 = time.monotonic()
     data = {"experiments": [], "runs": [], "registered_models": [], "logged_models": None, "users": {}}
     exps = sorted(c.search_experiments(view_type=ViewType.ALL), key=lambda e: int(e.experiment_id))
+    if args.scope == "loaded":  # what `load` wrote, not what other tests add on the same server
+        exps = [e for e in exps if e.name in EXPERIMENTS]
     for e in exps:
         data["experiments"].append({"experiment_id": e.experiment_id, "name": e.name, "artifact_location": e.artifact_location,
                                     "lifecycle_stage": e.lifecycle_stage, "tags": dict(sorted(e.tags.items())),
@@ -192,7 +194,8 @@ def export(args):
                 break
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         data["runs"] = sorted(pool.map(lambda r: export_run(c, r), runs), key=lambda r: r["run_id"])
-    for m in sorted(c.search_registered_models(max_results=1000), key=lambda m: m.name):
+    models = c.search_registered_models(max_results=1000)
+    for m in sorted((m for m in models if args.scope == "all" or m.name in MODELS), key=lambda m: m.name):
         versions = sorted(c.search_model_versions(f"name = '{m.name}'"), key=lambda v: int(v.version))
         data["registered_models"].append({
             "name": m.name, "description": m.description, "tags": dict(sorted(m.tags.items())),
@@ -271,6 +274,8 @@ def main():
     ex.add_argument("--uri", required=True)
     ex.add_argument("--out", required=True)
     ex.add_argument("--users", default="")
+    ex.add_argument("--scope", choices=("all", "loaded"), default="all",
+                    help="everything the server holds, or only the experiments and models `load` makes")
     cp = sub.add_parser("compare")
     cp.add_argument("a")
     cp.add_argument("b")
