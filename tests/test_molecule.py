@@ -1,7 +1,7 @@
 """Every molecule scenario under molecule/ (create, converge, idempotence, verify,
 destroy) passes; a failure shows the log's tail.
 
-The scenarios run in the background, MOLECULE_JOBS at a time (default 3), from the
+The scenarios run in the background, MOLECULE_JOBS at a time (default 2), from the
 moment pytest has collected them (tests/molecule_runner.py, started by conftest.py);
 each test here waits for its own scenario. MOLECULE_SCENARIOS="a b" limits the run to
 those scenarios. Full logs are kept in .test-logs/molecule-<scenario>.log, each line
