@@ -243,6 +243,12 @@ def pg_env(url):
     return env
 
 
+def psycopg2_args(url):
+    """psycopg2.connect() arguments for the server of a SQLAlchemy URL (TLS settings included)."""
+    return {"host": url.host, "port": url.port or 5432, "connect_timeout": 15,
+            **{k: v for k, v in url.query.items() if k in ("sslmode", "sslrootcert")}}
+
+
 def pg_conn_args(url):
     return [f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}"]
 
@@ -455,8 +461,7 @@ def restore(args, admin):
             raise ValueError(f"the set has an {part} database but no target: give --{part}-db")
         if sha256(backup_dir / entry["file"]) != entry["sha256"]:
             raise ValueError(f"{entry['file']} does not match its checksum in {manifest_path.name}: not restoring")
-    common = {"host": tracking.host, "port": tracking.port or 5432, "connect_timeout": 15,
-              **{k: v for k, v in tracking.query.items() if k in ("sslmode", "sslrootcert")}}
+    common = psycopg2_args(tracking)
     app, actions = tracking.username, []
     if admin is not None:
         conn = psycopg2.connect(user=admin["username"], password=admin["password"],
@@ -552,8 +557,7 @@ def bootstrap(admin):
     if app == admin["username"]:
         raise ValueError(f"the MLflow database role and the administrator are the same role ({app})")
     databases = [tracking.database] + ([make_url(auth_db_uri()).database] if auth_db_uri() else [])
-    common = {"host": tracking.host, "port": tracking.port or 5432, "connect_timeout": 15,
-              **{k: v for k, v in tracking.query.items() if k in ("sslmode", "sslrootcert")}}
+    common = psycopg2_args(tracking)
     maintenance = admin.get("maintenance_db") or "postgres"
     actions = []
 
