@@ -1,0 +1,135 @@
+"""basic-auth's lookup cache (mlflow_server_auth_lookup_cache, roles/mlflow_server/files/
+mlflow_aws_authcache.py): on in every worker, and what it must not change. A run's experiment
+is cached, grants are not: a grant or a revocation takes effect at the very next request on
+every worker, even for a run whose experiment every worker has cached. A user's admin flag is
+cached for the credential cache's window: taken away, it stops working within that window."""
+
+import os
+import secrets
+import time
+
+import requests
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("test_hosts")
+
+SERVER_CACHE_S = 30  # mlflow_server_auth_cache_ttl_seconds (role default)
+MARGIN_S = 10        # scheduling slack on a loaded 2-core test machine
+# Enough requests that each of the server's workers (4 on the scenario's host) answers some.
+ROUNDS = 16
+PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response']"
+
+
+class Client:
+    def __init__(self, base, ca, auth):
+        self.base, self.ca, self.auth = base, ca, auth
+
+    def call(self, method, path, **kw):
+        return requests.request(method, self.base + path, auth=self.auth, verify=self.ca, timeout=60, **kw)
+
+    def ok(self, method, path, **kw):
+        r = self.call(method, path, **kw)
+        assert r.status_code == 200, (method, path, r.status_code, r.text[:300])
+        return r.json() if r.content else {}
+
+    def statuses(self, method, path, **kw):
+        return sorted({self.call(method, path, **kw).status_code for _ in range(ROUNDS)})
+
+
+def _experiment_with_a_run(admin, tag):
+    exp_id = admin.ok("POST", "/api/2.0/mlflow/experiments/create", json={"name": f"lookup-cache-{tag}"})["experiment_id"]
+    run_id = admin.ok("POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": exp_id})["run"]["info"]["run_id"]
+    admin.ok("POST", "/api/2.0/mlflow/runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.5,
+                                                              "timestamp": int(time.time() * 1000), "step": 0})
+    return exp_id, run_id
+
+
+def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
+    """The module is imported at each worker's first permission check; each says which lookups it
+    caches, and with the pinned MLflow none is left out (a version the module was not written for
+    leaves the mismatching ones out and logs a warning)."""
+    admin = Client(base, ca, ("admin", creds["admin"]))
+    for _ in range(ROUNDS):
+        admin.ok("GET", "/api/2.0/mlflow/experiments/search", params={"max_results": 1})
+    ini = host.file("/etc/mlflow/basic_auth.ini").content_string
+    assert "authorization_function = mlflow_aws_authcache:authenticate" in ini
+    module = host.file("/opt/mlflow/lib/mlflow_aws_authcache.py")
+    assert (module.user, module.group, module.mode) == ("root", "root", 0o644)
+    invocation = host.check_output("systemctl show -p InvocationID --value mlflow")
+    journal = host.check_output(f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat"
+                                " | grep aws_authcache || true")
+    lines = journal.splitlines()
+    assert lines, "no worker logged the lookup cache since the server started"
+    assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s" in line
+               for line in lines), lines
+    print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
+
+
+def test_grants_and_revocations_take_effect_at_the_next_request_on_every_worker(base, ca, creds):
+    admin = Client(base, ca, ("admin", creds["admin"]))
+    tag = secrets.token_hex(3)
+    user, password = f"lookup-{tag}", secrets.token_urlsafe(18)
+    admin.ok("POST", "/api/2.0/mlflow/users/create", json={"username": user, "password": password})
+    try:
+        exp_id, run_id = _experiment_with_a_run(admin, tag)
+        them = Client(base, ca, (user, password))
+        get_run = ("GET", "/api/2.0/mlflow/runs/get")
+        history = ("GET", "/api/2.0/mlflow/metrics/get-history")
+        run_q = {"params": {"run_id": run_id}}
+        hist_q = {"params": {"run_id": run_id, "metric_key": "loss"}}
+        log = {"json": {"run_id": run_id, "key": "loss", "value": 0.1, "timestamp": 1, "step": 1}}
+
+        # No grant (the default permission is NO_PERMISSIONS). These requests also fill every
+        # worker's run -> experiment cache for this run.
+        assert them.statuses(*get_run, **run_q) == [403]
+        assert them.statuses(*history, **hist_q) == [403]
+
+        grant = {"username": user, "resource_type": "experiment", "resource_id": exp_id}
+        admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "READ"})
+        assert them.statuses(*get_run, **run_q) == [200], "a grant must apply at the next request"
+        assert them.statuses(*history, **hist_q) == [200]
+        assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403], "READ must not write"
+
+        admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
+        admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "EDIT"})
+        assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [200]
+
+        admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
+        assert them.statuses(*get_run, **run_q) == [403], "a revocation must apply at the next request"
+        assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403]
+        # A run id that does not exist is denied, not answered from another run's cache entry.
+        assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": "0" * 32}) == [403]
+    finally:
+        admin.call("DELETE", "/api/2.0/mlflow/users/delete", json={"username": user})
+
+
+def test_admin_flag_taken_away_stops_working_within_the_window(base, ca, creds):
+    admin = Client(base, ca, ("admin", creds["admin"]))
+    tag = secrets.token_hex(3)
+    user, password = f"lookup-adm-{tag}", secrets.token_urlsafe(18)
+    admin.ok("POST", "/api/2.0/mlflow/users/create", json={"username": user, "password": password})
+    try:
+        exp_id, run_id = _experiment_with_a_run(admin, tag)
+        them = Client(base, ca, (user, password))
+        admin.ok("PATCH", "/api/2.0/mlflow/users/update-admin", json={"username": user, "is_admin": True})
+        # An admin reads a run nobody granted it; every worker caches the flag.
+        assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}) == [200]
+
+        admin.ok("PATCH", "/api/2.0/mlflow/users/update-admin", json={"username": user, "is_admin": False})
+        since = time.monotonic()
+        seen = []
+        while time.monotonic() - since < SERVER_CACHE_S + MARGIN_S:
+            status = them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id})
+            seen.append(status)
+            if status == [403]:
+                break
+            time.sleep(1)
+        took = time.monotonic() - since
+        print(f"admin flag taken away: refused on every worker after {took:.1f} s (window {SERVER_CACHE_S} s); "
+              f"statuses seen {seen[:3]}...{seen[-1:]}")
+        assert seen[-1] == [403], (took, seen)
+        assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}) == [403]
+    finally:
+        admin.call("DELETE", "/api/2.0/mlflow/users/delete", json={"username": user})

@@ -1,0 +1,172 @@
+# Installed by the mlflow_server role (mlflow_server_auth_lookup_cache). Do not edit by hand.
+"""Lookup caches for MLflow's basic-auth app (the pinned MLflow 3.17).
+
+basic-auth's permission check reads the database several times per request besides the
+request's own work (profiled on get_metric_history: 70 % of the Flask time was the check):
+
+* the whole run (``get_run``: run, params, tags, latest metrics, inputs, model inputs and
+  outputs: four queries) only to learn the experiment it belongs to;
+* the user row, up to three times (``sender_is_admin`` before and after the handler, and the
+  user's id for the grants query).
+
+and after the handler, for get_run and search_runs, it parses the whole JSON response back into
+protobuf to withhold model links the user may not see (14 % of a search_runs of 100 runs).
+
+This module caches the two facts those lookups produce, per worker process:
+
+* run id -> experiment id, LRU, no expiry: MLflow has no API that moves a run to another
+  experiment, so the answer cannot go stale. Only a successful lookup is cached.
+* username -> (user id, admin flag), for ``auth_cache_ttl_seconds`` (the credential cache's
+  window): an admin flag taken away, or a user deleted, is seen within that window, as
+  MLflow documents for the credential cache itself; at once on the worker that handled the
+  change (MLflow's own invalidation of the credential cache drops it here too).
+
+It skips the parse when the response holds none of the model-link keys (nothing to withhold).
+The grants (who may do what) are still read on every request: a granted or revoked permission
+takes effect at the next request. Each patch is made only if the function it replaces is the
+one this module was written against; otherwise the server runs without it and says so.
+
+Configured as basic-auth's ``authorization_function`` (basic_auth.ini): MLflow imports this
+module in each worker before its first permission check, and ``authenticate`` is MLflow's own
+basic-auth authentication.
+"""
+
+import inspect
+import logging
+import threading
+import zlib
+
+from cachetools import LRUCache, TTLCache
+
+import mlflow.server.auth as _auth
+
+# A child of MLflow's logger: its handler writes to the journal.
+_logger = logging.getLogger("mlflow.aws_authcache")
+
+RUN_CACHE_SIZE = 100_000
+USER_CACHE_SIZE = 10_000
+
+# CRC32 of the source of each function replaced here, in the MLflow version this was written
+# for (3.17.2). Another version's function may decide differently: it is then left alone.
+EXPECTED = {
+    "_run_requirement": 0xD0D1517B,
+    "sender_is_admin": 0x0E5ED8FA,
+    "resolve_permissions": 0x9EF01F86,
+    "_invalidate_user_auth_cache": 0xBAF3711D,
+    "_redact_run_response": 0x8893AD74,
+}
+# The JSON keys of the model links that _redact_run_response may withhold (proto field names and
+# their camelCase form). A response without any of them has nothing to withhold.
+MODEL_LINK_KEYS = tuple(f'"{key}"'.encode() for key in
+                        ("model_inputs", "model_outputs", "model_id", "modelInputs", "modelOutputs", "modelId"))
+
+_lock = threading.Lock()
+_run_experiment = LRUCache(maxsize=RUN_CACHE_SIZE)
+_ttl = max(0, int(getattr(_auth.auth_config, "auth_cache_ttl_seconds", 0) or 0))
+_user_facts = TTLCache(maxsize=USER_CACHE_SIZE, ttl=_ttl) if _ttl else None
+_originals = {}
+STATUS = {"patched": [], "skipped": {}}
+
+
+def source_crc(func):
+    return zlib.crc32(inspect.getsource(func).encode()) & 0xFFFFFFFF
+
+
+def authenticate():
+    """basic-auth's authorization_function: MLflow's own, unchanged."""
+    return _auth.authenticate_request_basic_auth()
+
+
+def _run_requirement(run_id, action):
+    with _lock:
+        experiment_id = _run_experiment.get(run_id)
+    if experiment_id is None:
+        resolved = _originals["_run_requirement"](run_id, action)
+        if resolved is not None:
+            with _lock:
+                _run_experiment[run_id] = resolved[0][1]
+        return resolved
+    # What the original builds from run.info.experiment_id (checked against it in the tests).
+    experiment = (_auth.RESOURCE_TYPE_EXPERIMENT, experiment_id)
+    return experiment, [
+        _auth.Requirement(_auth.RESOURCE_TYPE_EXPERIMENT, experiment_id, "read"),
+        _auth.Requirement(_auth.RESOURCE_TYPE_RUN, "*", action, fallback_if_no_grant=(experiment,)),
+    ]
+
+
+def user_facts(username):
+    """(id, is_admin) of a user, cached for the credential cache's window."""
+    if _user_facts is not None:
+        with _lock:
+            facts = _user_facts.get(username)
+        if facts is not None:
+            return facts
+    user = _auth.store.get_user(username)
+    facts = (user.id, bool(user.is_admin))
+    if _user_facts is not None:
+        with _lock:
+            _user_facts[username] = facts
+    return facts
+
+
+def sender_is_admin():
+    return user_facts(_auth.authenticate_request().username)[1]
+
+
+def resolve_permissions(username, workspace_name, keys):
+    # The original, with the user's id from user_facts instead of a query.
+    grants = _auth.store.list_grants(
+        user_facts(username)[0], workspace_name, {key.resource_type for key in keys}
+    )
+    if any(_auth.is_workspace_admin_grant(grant) for grant in grants):
+        return [_auth.MANAGE] * len(keys)
+    return [_auth.fold_grants_for_key(grants, key) for key in keys]
+
+
+def _invalidate_user_auth_cache(username):
+    _originals["_invalidate_user_auth_cache"](username)
+    if _user_facts is not None:
+        with _lock:
+            _user_facts.pop(username, None)
+
+
+def _redact_run_response(resp, response_message, runs_of):
+    if not any(key in resp.get_data() for key in MODEL_LINK_KEYS):
+        return None
+    return _originals["_redact_run_response"](resp, response_message, runs_of)
+
+
+def _install():
+    replacements = {
+        "_run_requirement": _run_requirement,
+        "sender_is_admin": sender_is_admin,
+        "resolve_permissions": resolve_permissions,
+        "_invalidate_user_auth_cache": _invalidate_user_auth_cache,
+        "_redact_run_response": _redact_run_response,
+    }
+    if _user_facts is None:
+        # No credential cache window configured: user facts would be read every time anyway.
+        for name in ("sender_is_admin", "resolve_permissions", "_invalidate_user_auth_cache"):
+            replacements.pop(name)
+            STATUS["skipped"][name] = "auth_cache_ttl_seconds is 0"
+    for name, replacement in replacements.items():
+        current = getattr(_auth, name, None)
+        if current is None:
+            STATUS["skipped"][name] = "not in this MLflow"
+            continue
+        if getattr(current, "__module__", "") == __name__:
+            STATUS["patched"].append(name)  # imported twice: already in place
+            continue
+        crc = source_crc(current)
+        if crc != EXPECTED[name]:
+            STATUS["skipped"][name] = f"source differs (crc32 {crc:#010x})"
+            continue
+        _originals[name] = current
+        setattr(_auth, name, replacement)
+        STATUS["patched"].append(name)
+    level = logging.WARNING if STATUS["skipped"] else logging.INFO
+    _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s",
+                STATUS["patched"], STATUS["skipped"], _ttl)
+
+
+_install()
