@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -535,6 +536,69 @@ def measure_artifacts(env, sizes, repeats, exp_ids):
     return rows
 
 
+# --------------------------------------------------------------------------- the UI
+def prepare_ui(env, n_runs):
+    """An experiment of n_runs finished runs per server (written straight into its database)."""
+    out = {}
+    for c in ("deployed", "seed"):
+        exp_id = in_child(setup_experiment, env["cfg"][c], "bench-ui")
+        uri = env["db_uri"][c]
+        have = in_child(count_runs, uri, exp_id)
+        if have < n_runs:
+            in_child(fill_runs, uri, exp_id, have, n_runs - have)
+        out[c] = {"experiment_id": exp_id, "runs": in_child(count_runs, uri, exp_id)}
+    return out
+
+
+def ui_page_load(cfg, exp_id, repeats, shots):
+    """A real browser (Debian's chromium driven by Playwright) opens the experiment page in a fresh
+    context (no cache, no cookies) and waits until the runs table shows run names; seconds each time,
+    with the number of responses the page had by then and their size on the wire (KiB)."""
+    from playwright.sync_api import sync_playwright
+    times, requests, kib = [], [], []
+    user, password = cfg["env"].get("MLFLOW_TRACKING_USERNAME"), cfg["env"].get("MLFLOW_TRACKING_PASSWORD")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("BENCH_CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--no-sandbox", "--disable-gpu"])
+        for rep in range(repeats):
+            ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1600, "height": 1000},
+                                      http_credentials={"username": user, "password": password} if user else None)
+            page = ctx.new_page()
+            responses = []
+            page.on("response", lambda resp: responses.append(resp))
+            t0 = time.perf_counter()
+            page.goto(f"{cfg['uri']}/#/experiments/{exp_id}/runs", wait_until="load", timeout=120_000)
+            # The runs table: the names of the filled runs (fill-N), drawn once search_runs answered.
+            page.get_by_text(re.compile(r"^fill-\d+$")).first.wait_for(state="visible", timeout=120_000)
+            times.append(time.perf_counter() - t0)
+            done = list(responses)
+            requests.append(len(done))
+            # Bytes on the wire (after compression), headers included.
+            sizes = [r.request.sizes() for r in done]
+            kib.append(round(sum(z["responseBodySize"] + z["responseHeadersSize"] for z in sizes) / 1024))
+            if shots and rep == 0:
+                page.screenshot(path=shots)
+            ctx.close()
+        browser.close()
+    return {"seconds": times, "responses": requests, "kib": kib}
+
+
+def measure_ui(env, setup, repeats, stem):
+    rows = []
+    for rep in range(repeats):  # alternate, so a load change hits both servers alike
+        for c in ("deployed", "seed"):
+            ctx0, cpu0 = load_context(), component_cpu(env["ids"])
+            shot = str(RESULTS / f"{stem}-ui-{c}.png") if rep == 0 else ""
+            res = in_child(ui_page_load, env["cfg"][c], setup[c]["experiment_id"], 1, shot)
+            cpu1, ctx1 = component_cpu(env["ids"]), load_context()
+            row = {"name": c, "repeat": rep, "seconds": round(res["seconds"][0], 2), "responses": res["responses"][0],
+                   "kib": res["kib"][0], "runs": setup[c]["runs"],
+                   "load_before": ctx0, "load_after": ctx1, "cpu_seconds": cpu_delta(cpu0, cpu1)}
+            print(f"ui {c}: {row['seconds']} s, {row['responses']} responses, load {ctx0['loadavg'][0]}", flush=True)
+            rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 def summarize(result):
     lines = []
@@ -588,6 +652,20 @@ def summarize(result):
                 mu = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
                 lines.append(f"\n{size / (1 << 20):,.0f} MiB, front door ÷ direct S3 (medians): up "
                              f"{mu(dep, 'up_MBps') / mu(dire, 'up_MBps'):.0%}, down {mu(dep, 'down_MBps') / mu(dire, 'down_MBps'):.0%}")
+    if result.get("ui"):
+        lines += ["", f"### 4. The UI: a real browser opens an experiment page of {result['ui'][0]['runs']:,} runs "
+                  "(fresh context each time) until the runs table shows", "",
+                  "| configuration | median s | min s | max s | responses | KiB on the wire | tries |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name in ("deployed", "seed"):
+            rows = [r for r in result["ui"] if r["name"] == name]
+            if rows:
+                sec = [r["seconds"] for r in rows]
+                lines.append(f"| {name} | {statistics.median(sec):.2f} | {min(sec):.2f} | {max(sec):.2f} "
+                             f"| {rows[0]['responses']} | {rows[0]['kib']:,} | {len(rows)} |")
+        d = [r["seconds"] for r in result["ui"] if r["name"] == "deployed"]
+        s_ = [r["seconds"] for r in result["ui"] if r["name"] == "seed"]
+        if d and s_:
+            lines.append(f"\nUI page, front door ÷ plain server (medians): {statistics.median(d) / statistics.median(s_):.2f}×")
     if result.get("memory"):
         m = result["memory"]
         lines += ["", "### 6. Memory (RSS, MiB, summed over the unit's processes)", "",
@@ -637,7 +715,9 @@ def main():
     ap.add_argument("--read-seconds", type=float, default=10)
     ap.add_argument("--artifacts", default="10M", help="sizes, e.g. 10M,1G; empty: skip")
     ap.add_argument("--artifact-repeats", type=int, default=3)
-    ap.add_argument("--sections", default="writes,loop,reads,memory,artifacts")
+    ap.add_argument("--ui-runs", type=int, default=1000)
+    ap.add_argument("--ui-repeats", type=int, default=5)
+    ap.add_argument("--sections", default="writes,loop,reads,memory,artifacts,ui")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -712,6 +792,11 @@ def main():
         sizes = [int(s[:-1]) * units[s[-1]] for s in args.artifacts.split(",")]
         art_exp = {"deployed": in_child(setup_experiment, env["cfg"]["deployed"], "bench-artifacts")}
         result["artifacts"] = measure_artifacts(env, sizes, args.artifact_repeats, art_exp)
+
+    if "ui" in sections:
+        setup = prepare_ui(env, args.ui_runs)
+        result["ui"] = measure_ui(env, setup, args.ui_repeats, stem)
+        save(result, stem)
 
     result["load_at_end"] = load_context()
     save(result, stem)
