@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup venv docker images lint test sanity molecule demo demo-destroy docs bench clean
+.PHONY: help setup venv docker images lint test sanity molecule demo demo-destroy docs bench bench-deploy clean
 
 help:
 	@echo "make setup   - venv (.venv), Docker engine, locally built test images"
@@ -15,6 +15,7 @@ help:
 	@echo "make demo    - the whole product locally: AWS emulator + containers as hosts"
 	@echo "make docs    - regenerate the role READMEs' variable tables from meta/argument_specs.yml"
 	@echo "make bench   - issue 10's benchmark on a stack of its own (bench/README.md; BENCH_ARGS=...)"
+	@echo "make bench-deploy - deploy times of site.yml on the demo stack (replaces a running demo)"
 
 venv:
 	@scripts/setup-venv.sh
@@ -51,6 +52,9 @@ docs: venv
 
 bench: setup
 	bench/bench.sh $(BENCH_ARGS)
+
+bench-deploy: setup
+	python bench/deploy.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .test-logs .pytest_cache

@@ -16,12 +16,22 @@ chmod 700 "$BENCH_STATE_DIR"
 # cwd bench/: molecule finds the scenario under bench/molecule/, never among molecule/*.
 cd "$here"
 
+# Section 4 (the UI) drives Debian's chromium with Playwright: both only for the benchmark,
+# installed on first use (never by `make setup`: the tests do not need them).
+deps() {
+  python -c "import playwright" 2>/dev/null || python -m pip install -q "playwright>=1.40"
+  command -v chromium >/dev/null 2>&1 || {
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null
+    else echo "bench: section 4 needs Debian's chromium (apt-get install chromium) or BENCH_CHROMIUM=path" >&2; fi
+  }
+}
+
 up() { molecule converge -s bench; }
 down() { molecule destroy -s bench && rm -rf "$BENCH_STATE_DIR"; }
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  run) shift; python "$here/run.py" "$@" ;;
-  *) trap down EXIT; up; python "$here/run.py" "$@" ;;
+  run) shift; deps; python "$here/run.py" "$@" ;;
+  *) trap down EXIT; deps; up; python "$here/run.py" "$@" ;;
 esac

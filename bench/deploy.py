@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Section 5 of issue 10's benchmark: deploy times of the real site.yml on the demo stack.
+
+The demo stack is molecule/e2e (moto as AWS, PostgreSQL 17 as RDS, a Debian 13 container booting
+with cloud-init as the EC2 instance, reached over SSH): `make demo` is the same thing. Measured:
+
+  cold       the containers created from nothing, then site.yml (provision + configure)
+  site.yml   a no-op re-run of site.yml (molecule converge, as `make demo` re-runs it)
+  configure  a no-op run of playbooks/configure.yml alone, as a user runs it on a later day
+
+each no-op run --repeats times, with its PLAY RECAP and the slowest tasks (ansible.posix.profile_tasks).
+Writes bench/results/<UTC date-time>-deploy.{json,md}. It replaces a running demo (and `make test`
+replaces it): run it on its own, e.g. `make bench-deploy`. --keep leaves the demo up.
+"""
+
+import argparse
+import datetime as dt
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(ROOT / "molecule" / "e2e" / "tests"))
+os.environ.setdefault("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")  # conftest reads it at import
+from conftest import AWS_ENV  # noqa: E402  the environment molecule gives the playbooks
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TASK_TIME = re.compile(r"^(?P<task>\S.*?) -{3,} (?P<s>\d+\.\d+)s$")
+RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$")
+
+
+def env():
+    e = dict(os.environ)
+    e["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{e.get('PATH', '')}"
+    e["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    e["ANSIBLE_FORCE_COLOR"] = "0"
+    e["ANSIBLE_NOCOLOR"] = "1"
+    e["NO_COLOR"] = "1"
+    return e
+
+
+def clean(text):
+    return [re.sub(r"^\s*│\s?", "", ANSI.sub("", line)).rstrip() for line in text.splitlines()]
+
+
+def timed(name, argv, extra_env=None, log_dir=None):
+    e = env()
+    e.update(extra_env or {})
+    t0 = time.monotonic()
+    res = subprocess.run(argv, cwd=ROOT, env=e, capture_output=True, text=True, check=False)
+    seconds = round(time.monotonic() - t0, 1)
+    lines = clean(res.stdout + "\n" + res.stderr)
+    if log_dir:
+        (log_dir / f"{name}.log").write_text("\n".join(lines) + "\n")
+    recap = {}
+    for line in lines:
+        m = RECAP.match(line.strip())
+        if m:
+            recap[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    slowest = [{"task": m.group("task"), "s": float(m.group("s"))} for m in map(TASK_TIME.match, lines) if m]
+    row = {"name": name, "seconds": seconds, "rc": res.returncode, "recap": recap,
+           "slowest": sorted(slowest, key=lambda t: -t["s"])[:10]}
+    print(f"{name}: {seconds} s rc={res.returncode} changed="
+          f"{sum(h.get('changed', 0) for h in recap.values())} tasks ok={sum(h.get('ok', 0) for h in recap.values())}",
+          flush=True)
+    if res.returncode:
+        print("\n".join(lines[-40:]), file=sys.stderr)
+        raise SystemExit(f"{name} failed (rc={res.returncode})")
+    return row
+
+
+def ephemeral():
+    dirs = sorted(glob.glob(os.path.expanduser("~/.ansible/tmp/molecule.*.e2e")), key=os.path.getmtime)
+    if not dirs:
+        raise SystemExit("no molecule state directory for e2e")
+    return Path(dirs[-1])
+
+
+def summarize(result):
+    lines = [f"# Deploy times {result['started']} (commit {result['commit'][:10]})", "",
+             f"{result['cpus']} CPUs; load at start {result['load_at_start']}. The demo stack (molecule/e2e): "
+             "moto as AWS, PostgreSQL 17 as RDS, a cloud-init container as the EC2 instance over SSH.", "",
+             "| run | seconds | changed | tasks (ok) |", "|---|---:|---:|---:|"]
+    for r in result["runs"]:
+        lines.append(f"| {r['name']} | {r['seconds']:,.1f} | {sum(h.get('changed', 0) for h in r['recap'].values())} "
+                     f"| {sum(h.get('ok', 0) for h in r['recap'].values())} |")
+    for r in result["runs"]:
+        if r["slowest"]:
+            lines += ["", f"Slowest tasks of `{r['name']}`:", ""]
+            lines += [f"- {t['s']:.1f} s {t['task']}" for t in r["slowest"][:6]]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2, help="no-op runs of each kind")
+    ap.add_argument("--keep", action="store_true", help="leave the demo up")
+    args = ap.parse_args()
+    started = dt.datetime.now(dt.timezone.utc)
+    stem = started.strftime("%Y-%m-%dT%H%MZ") + "-deploy"
+    RESULTS.mkdir(exist_ok=True)
+    result = {
+        "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "cpus": os.cpu_count(), "load_at_start": Path("/proc/loadavg").read_text().split()[:3], "runs": [],
+    }
+    logs = HERE / ".state" / "deploy-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["molecule", "destroy", "-s", "e2e"], cwd=ROOT, env=env(), capture_output=True, check=False)
+        create = timed("create", ["molecule", "create", "-s", "e2e"], log_dir=logs)
+        converge = timed("converge", ["molecule", "converge", "-s", "e2e"], log_dir=logs)
+        result["runs"].append({**converge, "name": "cold: containers + site.yml",
+                               "seconds": round(create["seconds"] + converge["seconds"], 1),
+                               "parts": {"create": create["seconds"], "site.yml": converge["seconds"]}})
+        inventory = ephemeral() / "inventory"
+        for i in range(args.repeats):
+            result["runs"].append(timed(f"site.yml no-op #{i + 1}", ["molecule", "converge", "-s", "e2e"], log_dir=logs))
+            result["runs"].append(timed(
+                f"configure.yml no-op #{i + 1}", ["ansible-playbook", "-i", str(inventory), "playbooks/configure.yml"],
+                extra_env={**AWS_ENV, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}, log_dir=logs))
+    finally:
+        result["load_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (RESULTS / f"{stem}.md").write_text(summarize(result))
+        if not args.keep:
+            subprocess.run(["molecule", "destroy", "-s", "e2e"], cwd=ROOT, env=env(), capture_output=True, check=False)
+    print(summarize(result))
+
+
+if __name__ == "__main__":
+    main()
