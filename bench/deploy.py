@@ -28,8 +28,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT / "molecule" / "e2e" / "tests"))
+_had = "MOLECULE_EPHEMERAL_DIRECTORY" in os.environ
 os.environ.setdefault("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")  # conftest reads it at import
 from conftest import AWS_ENV  # noqa: E402  the environment molecule gives the playbooks
+if not _had:
+    del os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]  # molecule would take it for the scenario's
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TASK_TIME = re.compile(r"^(?P<task>\S.*?) -{3,} (?P<s>\d+\.\d+)s$")

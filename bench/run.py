@@ -104,33 +104,39 @@ def load_context():
     return {"loadavg": Path("/proc/loadavg").read_text().split()[:3], "containers_running": len(running)}
 
 
-def component_cpu(ids):
-    """CPU seconds (utime+stime) of every live process, summed per component."""
-    host_id, pg_id, moto_id = ids["bench-host"], ids["bench-pg"], ids["bench-moto"]
-    out = {}
+# The host's units, by their systemd cgroup, and the names the tables use.
+UNITS = (("mlflow.service", "mlflow (deployed)"), ("bench-seed.service", "mlflow (seeds' command)"),
+         ("nginx.service", "nginx"))
+
+
+def processes(*files):
+    """(cgroup v2 line, {file: text}) of every live process, with the named /proc/PID files."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             cg = Path(f"/proc/{entry.name}/cgroup").read_text()
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            texts = {f: Path(f"/proc/{entry.name}/{f}").read_bytes().decode(errors="replace") for f in files}
         except OSError:
             continue
-        line = next((x for x in cg.splitlines() if x.startswith("0::")), "")
-        fields = stat.rsplit(")", 1)[1].split()
+        yield next((x for x in cg.splitlines() if x.startswith("0::")), ""), texts
+
+
+def unit_of(cgroup_line):
+    return next((name for unit, name in UNITS if unit in cgroup_line), None)
+
+
+def component_cpu(ids):
+    """CPU seconds (utime+stime) of every live process, summed per component."""
+    host_id, pg_id, moto_id = ids["bench-host"], ids["bench-pg"], ids["bench-moto"]
+    out = {}
+    for line, texts in processes("stat", "cmdline"):
+        fields = texts["stat"].rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / TICK
         if host_id in line:
-            if "mlflow.service" in line:
-                name = "mlflow (deployed)"
-            elif "bench-seed.service" in line:
-                name = "mlflow (seeds' command)"
-            elif "nginx.service" in line:
-                name = "nginx"
-            else:
-                name = "host other"
+            name = unit_of(line) or "host other"
         elif pg_id in line:
-            parts = cmd.split()
+            parts = texts["cmdline"].replace("\0", " ").split()
             # "postgres: 15/main: USER DATABASE ADDRESS(PORT) STATE"
             if len(parts) >= 4 and parts[0] == "postgres:" and parts[2] == "mlflow":
                 name = f"postgres backend {parts[3]}"
@@ -152,23 +158,13 @@ def cpu_delta(before, after):
 def rss_by_unit(host_id):
     """Resident memory (MiB) of the deployed service, nginx and the seeds' command."""
     out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cg = Path(f"/proc/{entry.name}/cgroup").read_text()
-            status = Path(f"/proc/{entry.name}/status").read_text()
-        except OSError:
-            continue
-        if host_id not in cg:
-            continue
-        for unit, name in (("mlflow.service", "mlflow (deployed)"), ("bench-seed.service", "mlflow (seeds' command)"),
-                           ("nginx.service", "nginx")):
-            if unit in cg:
-                kb = next((int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:")), 0)
-                out.setdefault(name, {"rss_mib": 0.0, "processes": 0})
-                out[name]["rss_mib"] += kb / 1024
-                out[name]["processes"] += 1
+    for line, texts in processes("status"):
+        name = unit_of(line) if host_id in line else None
+        if name:
+            kb = next((int(x.split()[1]) for x in texts["status"].splitlines() if x.startswith("VmRSS:")), 0)
+            out.setdefault(name, {"rss_mib": 0.0, "processes": 0})
+            out[name]["rss_mib"] += kb / 1024
+            out[name]["processes"] += 1
     return {k: {"rss_mib": round(v["rss_mib"], 1), "processes": v["processes"]} for k, v in out.items()}
 
 
@@ -625,21 +621,19 @@ def summarize(result):
             if d and s and i and s["ops_per_s"] and i["ops_per_s"] and s["p99_ms"]:
                 lines.append(f"| {n} | {d['ops_per_s'] / s['ops_per_s']:.2f}× | {d['ops_per_s'] / i['ops_per_s']:.0%} "
                              f"| {d['p99_ms'] / s['p99_ms']:.2f}× |")
+    def calls_table(title, first, key, rate, rows):
+        out = ["", title, "", f"| {first} | configuration | {rate} | p50 ms | p99 ms | errors | load before→after / containers |",
+               "|" + ("---:" if key == "clients" else "---") + "|---|---:|---:|---:|---:|---|"]
+        return out + [f"| {r[key]} | {r['name']} | {fmt(r['ops_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} "
+                      f"| {r['errors']} | {load(r)} |" for r in rows]
+
     if w.get("loop"):
-        lines += ["", "### 1b. Writes: log_metric per step in a loop (one call per metric)", "",
-                  "| clients | configuration | calls/s (= metrics/s) | p50 ms | p99 ms | errors | load before→after / containers |",
-                  "|---:|---|---:|---:|---:|---:|---|"]
-        for r in w["loop"]:
-            lines.append(f"| {r['clients']} | {r['name']} | {fmt(r['ops_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} "
-                         f"| {r['errors']} | {load(r)} |")
+        lines += calls_table("### 1b. Writes: log_metric per step in a loop (one call per metric)", "clients", "clients",
+                             "calls/s (= metrics/s)", w["loop"])
     if result.get("reads"):
-        lines += ["", f"### 2. Reads ({result['reads_setup']['clients']} clients; experiment sizes: "
-                  + ", ".join(f"{k} {v['runs']:,} runs" for k, v in result["reads_setup"]["experiments"].items()) + ")", "",
-                  "| call | configuration | calls/s | p50 ms | p99 ms | errors | load before→after / containers |",
-                  "|---|---|---:|---:|---:|---:|---|"]
-        for r in result["reads"]:
-            lines.append(f"| {r['call']} | {r['name']} | {fmt(r['ops_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} "
-                         f"| {r['errors']} | {load(r)} |")
+        lines += calls_table(f"### 2. Reads ({result['reads_setup']['clients']} clients; experiment sizes: "
+                             + ", ".join(f"{k} {v['runs']:,} runs" for k, v in result["reads_setup"]["experiments"].items())
+                             + ")", "call", "call", "calls/s", result["reads"])
     if result.get("artifacts"):
         lines += ["", "### 3. Artifacts: one file up then down, one client", "",
                   "| size | path | up MB/s | down MB/s | load before→after / containers |", "|---:|---|---:|---:|---|"]

@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 
+import pytest
 import requests
 import testinfra.utils.ansible_runner
 
@@ -38,12 +39,22 @@ class Client:
         return sorted({self.call(method, path, **kw).status_code for _ in range(ROUNDS)})
 
 
-def _experiment_with_a_run(admin, tag):
-    exp_id = admin.ok("POST", "/api/2.0/mlflow/experiments/create", json={"name": f"lookup-cache-{tag}"})["experiment_id"]
-    run_id = admin.ok("POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": exp_id})["run"]["info"]["run_id"]
-    admin.ok("POST", "/api/2.0/mlflow/runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.5,
-                                                              "timestamp": int(time.time() * 1000), "step": 0})
-    return exp_id, run_id
+@pytest.fixture()
+def newcomer(base, ca, creds):
+    """A new user without grants, and an experiment with one run (a metric logged) made by the
+    admin; the user is deleted afterwards."""
+    admin = Client(base, ca, ("admin", creds["admin"]))
+    tag = secrets.token_hex(3)
+    user, password = f"lookup-{tag}", secrets.token_urlsafe(18)
+    admin.ok("POST", "/api/2.0/mlflow/users/create", json={"username": user, "password": password})
+    try:
+        exp_id = admin.ok("POST", "/api/2.0/mlflow/experiments/create", json={"name": f"lookup-cache-{tag}"})["experiment_id"]
+        run_id = admin.ok("POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": exp_id})["run"]["info"]["run_id"]
+        admin.ok("POST", "/api/2.0/mlflow/runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.5,
+                                                                  "timestamp": int(time.time() * 1000), "step": 0})
+        yield admin, Client(base, ca, (user, password)), user, exp_id, run_id
+    finally:
+        admin.call("DELETE", "/api/2.0/mlflow/users/delete", json={"username": user})
 
 
 def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
@@ -67,69 +78,53 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 
 
-def test_grants_and_revocations_take_effect_at_the_next_request_on_every_worker(base, ca, creds):
-    admin = Client(base, ca, ("admin", creds["admin"]))
-    tag = secrets.token_hex(3)
-    user, password = f"lookup-{tag}", secrets.token_urlsafe(18)
-    admin.ok("POST", "/api/2.0/mlflow/users/create", json={"username": user, "password": password})
-    try:
-        exp_id, run_id = _experiment_with_a_run(admin, tag)
-        them = Client(base, ca, (user, password))
-        get_run = ("GET", "/api/2.0/mlflow/runs/get")
-        history = ("GET", "/api/2.0/mlflow/metrics/get-history")
-        run_q = {"params": {"run_id": run_id}}
-        hist_q = {"params": {"run_id": run_id, "metric_key": "loss"}}
-        log = {"json": {"run_id": run_id, "key": "loss", "value": 0.1, "timestamp": 1, "step": 1}}
+def test_grants_and_revocations_take_effect_at_the_next_request_on_every_worker(newcomer):
+    admin, them, user, exp_id, run_id = newcomer
+    get_run = ("GET", "/api/2.0/mlflow/runs/get")
+    history = ("GET", "/api/2.0/mlflow/metrics/get-history")
+    run_q = {"params": {"run_id": run_id}}
+    hist_q = {"params": {"run_id": run_id, "metric_key": "loss"}}
+    log = {"json": {"run_id": run_id, "key": "loss", "value": 0.1, "timestamp": 1, "step": 1}}
 
-        # No grant (the default permission is NO_PERMISSIONS). These requests also fill every
-        # worker's run -> experiment cache for this run.
-        assert them.statuses(*get_run, **run_q) == [403]
-        assert them.statuses(*history, **hist_q) == [403]
+    # No grant (the default permission is NO_PERMISSIONS). These requests also fill every
+    # worker's run -> experiment cache for this run.
+    assert them.statuses(*get_run, **run_q) == [403]
+    assert them.statuses(*history, **hist_q) == [403]
 
-        grant = {"username": user, "resource_type": "experiment", "resource_id": exp_id}
-        admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "READ"})
-        assert them.statuses(*get_run, **run_q) == [200], "a grant must apply at the next request"
-        assert them.statuses(*history, **hist_q) == [200]
-        assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403], "READ must not write"
+    grant = {"username": user, "resource_type": "experiment", "resource_id": exp_id}
+    admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "READ"})
+    assert them.statuses(*get_run, **run_q) == [200], "a grant must apply at the next request"
+    assert them.statuses(*history, **hist_q) == [200]
+    assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403], "READ must not write"
 
-        admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
-        admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "EDIT"})
-        assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [200]
+    admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
+    admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "EDIT"})
+    assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [200]
 
-        admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
-        assert them.statuses(*get_run, **run_q) == [403], "a revocation must apply at the next request"
-        assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403]
-        # A run id that does not exist is denied, not answered from another run's cache entry.
-        assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": "0" * 32}) == [403]
-    finally:
-        admin.call("DELETE", "/api/2.0/mlflow/users/delete", json={"username": user})
+    admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
+    assert them.statuses(*get_run, **run_q) == [403], "a revocation must apply at the next request"
+    assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403]
+    # A run id that does not exist is denied, not answered from another run's cache entry.
+    assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": "0" * 32}) == [403]
 
 
-def test_admin_flag_taken_away_stops_working_within_the_window(base, ca, creds):
-    admin = Client(base, ca, ("admin", creds["admin"]))
-    tag = secrets.token_hex(3)
-    user, password = f"lookup-adm-{tag}", secrets.token_urlsafe(18)
-    admin.ok("POST", "/api/2.0/mlflow/users/create", json={"username": user, "password": password})
-    try:
-        exp_id, run_id = _experiment_with_a_run(admin, tag)
-        them = Client(base, ca, (user, password))
-        admin.ok("PATCH", "/api/2.0/mlflow/users/update-admin", json={"username": user, "is_admin": True})
-        # An admin reads a run nobody granted it; every worker caches the flag.
-        assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}) == [200]
+def test_admin_flag_taken_away_stops_working_within_the_window(newcomer):
+    admin, them, user, exp_id, run_id = newcomer
+    admin.ok("PATCH", "/api/2.0/mlflow/users/update-admin", json={"username": user, "is_admin": True})
+    # An admin reads a run nobody granted it; every worker caches the flag.
+    assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}) == [200]
 
-        admin.ok("PATCH", "/api/2.0/mlflow/users/update-admin", json={"username": user, "is_admin": False})
-        since = time.monotonic()
-        seen = []
-        while time.monotonic() - since < SERVER_CACHE_S + MARGIN_S:
-            status = them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id})
-            seen.append(status)
-            if status == [403]:
-                break
-            time.sleep(1)
-        took = time.monotonic() - since
-        print(f"admin flag taken away: refused on every worker after {took:.1f} s (window {SERVER_CACHE_S} s); "
-              f"statuses seen {seen[:3]}...{seen[-1:]}")
-        assert seen[-1] == [403], (took, seen)
-        assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}) == [403]
-    finally:
-        admin.call("DELETE", "/api/2.0/mlflow/users/delete", json={"username": user})
+    admin.ok("PATCH", "/api/2.0/mlflow/users/update-admin", json={"username": user, "is_admin": False})
+    since = time.monotonic()
+    seen = []
+    while time.monotonic() - since < SERVER_CACHE_S + MARGIN_S:
+        status = them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id})
+        seen.append(status)
+        if status == [403]:
+            break
+        time.sleep(1)
+    took = time.monotonic() - since
+    print(f"admin flag taken away: refused on every worker after {took:.1f} s (window {SERVER_CACHE_S} s); "
+          f"statuses seen {seen[:3]}...{seen[-1:]}")
+    assert seen[-1] == [403], (took, seen)
+    assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run_id}) == [403]
