@@ -1,5 +1,6 @@
 """basic-auth's lookup cache (mlflow_server_auth_lookup_cache, roles/mlflow_server/files/
-mlflow_aws_authcache.py): on in every worker, and what it must not change. A run's experiment
+mlflow_aws_authcache.py): on in every worker (with TCP_NODELAY on the worker's listening socket),
+and what it must not change. A run's experiment
 is cached, grants are not: a grant or a revocation takes effect at the very next request on
 every worker, even for a run whose experiment every worker has cached. A user's admin flag is
 cached for the credential cache's window: taken away, it stops working within that window."""
@@ -73,8 +74,8 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
                                 " | grep aws_authcache || true")
     lines = journal.splitlines()
     assert lines, "no worker logged the lookup cache since the server started"
-    assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s" in line
-               for line in lines), lines
+    assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s, "
+               "TCP_NODELAY on 1 listening socket(s)" in line for line in lines), lines
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 
 

@@ -22,6 +22,13 @@ This module caches the two facts those lookups produce, per worker process:
   change (MLflow's own invalidation of the credential cache drops it here too).
 
 It skips the parse when the response holds none of the model-link keys (nothing to withhold).
+Transport, while it is here (the one module of ours that runs in each worker): uvicorn's workers
+accept on a socket rebuilt from their supervisor's, without TCP_NODELAY, and asyncio only sets it
+on sockets it knows to be TCP; a response written in two parts (headers, body) then waits for the
+peer's delayed ACK, 40 ms, on every reused connection (the front door keeps its connections to
+MLflow alive). ``nodelay_listeners`` sets TCP_NODELAY on the worker's listening socket, which the
+connections accepted afterwards inherit.
+
 The grants (who may do what) are still read on every request: a granted or revoked permission
 takes effect at the next request. Each patch is made only if the function it replaces is the
 one this module was written against; otherwise the server runs without it and says so.
@@ -33,6 +40,8 @@ basic-auth authentication.
 
 import inspect
 import logging
+import os
+import socket
 import threading
 import zlib
 
@@ -136,6 +145,32 @@ def _redact_run_response(resp, response_message, runs_of):
     return _originals["_redact_run_response"](resp, response_message, runs_of)
 
 
+def nodelay_listeners():
+    """TCP_NODELAY on every TCP socket of this process: the listening one (connections accepted
+    later inherit it) and those already accepted (the connection of the request importing this).
+    Returns how many listening sockets got it."""
+    listeners = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = os.dup(int(name))
+        except (OSError, ValueError):
+            continue
+        try:
+            sock = socket.socket(fileno=fd)  # family and type read from the descriptor
+        except OSError:
+            os.close(fd)
+            continue
+        with sock:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                listeners += bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+            except OSError:
+                continue
+    return listeners
+
+
 def _install():
     replacements = {
         "_run_requirement": _run_requirement,
@@ -164,9 +199,11 @@ def _install():
         _originals[name] = current
         setattr(_auth, name, replacement)
         STATUS["patched"].append(name)
+    STATUS["nodelay_listeners"] = nodelay_listeners()
     level = logging.WARNING if STATUS["skipped"] else logging.INFO
-    _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s",
-                STATUS["patched"], STATUS["skipped"], _ttl)
+    _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s, "
+                "TCP_NODELAY on %d listening socket(s)", STATUS["patched"], STATUS["skipped"], _ttl,
+                STATUS["nodelay_listeners"])
 
 
 _install()
