@@ -56,7 +56,7 @@ RUN_CACHE_SIZE = 100_000
 USER_CACHE_SIZE = 10_000
 
 # CRC32 of the source of each function replaced here, in the MLflow version this was written
-# for (3.17.2). Another version's function may decide differently: it is then left alone.
+# for (the role's pin). Another version's function may decide differently: it is then left alone.
 EXPECTED = {
     "_run_requirement": 0xD0D1517B,
     "sender_is_admin": 0x0E5ED8FA,
