@@ -546,37 +546,33 @@ def prepare_ui(env, n_runs):
     return out
 
 
-def ui_page_load(cfg, exp_id, repeats, shots):
+def ui_page_load(cfg, exp_id, shot):
     """A real browser (Debian's chromium driven by Playwright) opens the experiment page in a fresh
-    context (no cache, no cookies) and waits until the runs table shows run names; seconds each time,
-    with the number of responses the page had by then and their size on the wire (KiB)."""
+    context (no cache, no cookies) and waits until the runs table shows run names: the seconds, with
+    the number of responses the page had by then and their size on the wire (KiB)."""
     from playwright.sync_api import sync_playwright
-    times, requests, kib = [], [], []
     user, password = cfg["env"].get("MLFLOW_TRACKING_USERNAME"), cfg["env"].get("MLFLOW_TRACKING_PASSWORD")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=os.environ.get("BENCH_CHROMIUM", "/usr/bin/chromium"),
                                     args=["--no-sandbox", "--disable-gpu"])
-        for rep in range(repeats):
-            ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1600, "height": 1000},
-                                      http_credentials={"username": user, "password": password} if user else None)
-            page = ctx.new_page()
-            responses = []
-            page.on("response", lambda resp: responses.append(resp))
-            t0 = time.perf_counter()
-            page.goto(f"{cfg['uri']}/#/experiments/{exp_id}/runs", wait_until="load", timeout=120_000)
-            # The runs table: the names of the filled runs (fill-N), drawn once search_runs answered.
-            page.get_by_text(re.compile(r"^fill-\d+$")).first.wait_for(state="visible", timeout=120_000)
-            times.append(time.perf_counter() - t0)
-            done = list(responses)
-            requests.append(len(done))
-            # Bytes on the wire (after compression), headers included.
-            sizes = [r.request.sizes() for r in done]
-            kib.append(round(sum(z["responseBodySize"] + z["responseHeadersSize"] for z in sizes) / 1024))
-            if shots and rep == 0:
-                page.screenshot(path=shots)
-            ctx.close()
+        ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1600, "height": 1000},
+                                  http_credentials={"username": user, "password": password} if user else None)
+        page = ctx.new_page()
+        responses = []
+        page.on("response", lambda resp: responses.append(resp))
+        t0 = time.perf_counter()
+        page.goto(f"{cfg['uri']}/#/experiments/{exp_id}/runs", wait_until="load", timeout=120_000)
+        # The runs table: the names of the filled runs (fill-N), drawn once search_runs answered.
+        page.get_by_text(re.compile(r"^fill-\d+$")).first.wait_for(state="visible", timeout=120_000)
+        seconds = time.perf_counter() - t0
+        done = list(responses)
+        # Bytes on the wire (after compression), headers included.
+        sizes = [r.request.sizes() for r in done]
+        kib = round(sum(z["responseBodySize"] + z["responseHeadersSize"] for z in sizes) / 1024)
+        if shot:
+            page.screenshot(path=shot)
         browser.close()
-    return {"seconds": times, "responses": requests, "kib": kib}
+    return {"seconds": seconds, "responses": len(done), "kib": kib}
 
 
 def measure_ui(env, setup, repeats, stem):
@@ -585,10 +581,10 @@ def measure_ui(env, setup, repeats, stem):
         for c in ("deployed", "seed"):
             ctx0, cpu0 = load_context(), component_cpu(env["ids"])
             shot = str(RESULTS / f"{stem}-ui-{c}.png") if rep == 0 else ""
-            res = in_child(ui_page_load, env["cfg"][c], setup[c]["experiment_id"], 1, shot)
+            res = in_child(ui_page_load, env["cfg"][c], setup[c]["experiment_id"], shot)
             cpu1, ctx1 = component_cpu(env["ids"]), load_context()
-            row = {"name": c, "repeat": rep, "seconds": round(res["seconds"][0], 2), "responses": res["responses"][0],
-                   "kib": res["kib"][0], "runs": setup[c]["runs"],
+            row = {"name": c, "repeat": rep, "seconds": round(res["seconds"], 2), "responses": res["responses"],
+                   "kib": res["kib"], "runs": setup[c]["runs"],
                    "load_before": ctx0, "load_after": ctx1, "cpu_seconds": cpu_delta(cpu0, cpu1)}
             print(f"ui {c}: {row['seconds']} s, {row['responses']} responses, load {ctx0['loadavg'][0]}", flush=True)
             rows.append(row)

@@ -1,8 +1,8 @@
 """basic-auth's lookup cache (mlflow_server_auth_lookup_cache, roles/mlflow_server/files/
 mlflow_aws_authcache.py): on in every worker (with TCP_NODELAY on the worker's listening socket),
-and what it must not change. A run's experiment
-is cached, grants are not: a grant or a revocation takes effect at the very next request on
-every worker, even for a run whose experiment every worker has cached. A user's admin flag is
+and what it must not change. A run's experiment is cached, grants are not: a grant or a
+revocation takes effect at the very next request on every worker, even for a run whose
+experiment every worker has cached. A user's admin flag is
 cached for the credential cache's window: taken away, it stops working within that window."""
 
 import os

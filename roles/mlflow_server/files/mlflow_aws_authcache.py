@@ -27,7 +27,7 @@ accept on a socket rebuilt from their supervisor's, without TCP_NODELAY, and asy
 on sockets it knows to be TCP; a response written in two parts (headers, body) then waits for the
 peer's delayed ACK, 40 ms, on every reused connection (the front door keeps its connections to
 MLflow alive). ``nodelay_listeners`` sets TCP_NODELAY on the worker's listening socket, which the
-connections accepted afterwards inherit.
+connections accepted afterwards inherit, and on those it has already accepted.
 
 The grants (who may do what) are still read on every request: a granted or revoked permission
 takes effect at the next request. Each patch is made only if the function it replaces is the
@@ -95,7 +95,7 @@ def _run_requirement(run_id, action):
             with _lock:
                 _run_experiment[run_id] = resolved[0][1]
         return resolved
-    # What the original builds from run.info.experiment_id (checked against it in the tests).
+    # What the original builds from run.info.experiment_id (the front_door tests check the decisions).
     experiment = (_auth.RESOURCE_TYPE_EXPERIMENT, experiment_id)
     return experiment, [
         _auth.Requirement(_auth.RESOURCE_TYPE_EXPERIMENT, experiment_id, "read"),
@@ -104,15 +104,13 @@ def _run_requirement(run_id, action):
 
 
 def user_facts(username):
-    """(id, is_admin) of a user, cached for the credential cache's window."""
-    if _user_facts is not None:
-        with _lock:
-            facts = _user_facts.get(username)
-        if facts is not None:
-            return facts
-    user = _auth.store.get_user(username)
-    facts = (user.id, bool(user.is_admin))
-    if _user_facts is not None:
+    """(id, is_admin) of a user, cached for the credential cache's window. Only the replacements
+    use it, and _install makes them only when that window is not 0."""
+    with _lock:
+        facts = _user_facts.get(username)
+    if facts is None:
+        user = _auth.store.get_user(username)
+        facts = (user.id, bool(user.is_admin))
         with _lock:
             _user_facts[username] = facts
     return facts
@@ -134,9 +132,8 @@ def resolve_permissions(username, workspace_name, keys):
 
 def _invalidate_user_auth_cache(username):
     _originals["_invalidate_user_auth_cache"](username)
-    if _user_facts is not None:
-        with _lock:
-            _user_facts.pop(username, None)
+    with _lock:
+        _user_facts.pop(username, None)
 
 
 def _redact_run_response(resp, response_message, runs_of):
