@@ -100,3 +100,57 @@ def test_a_migration_stopped_half_way_is_found_until_one_finishes(dbctl, tmp_pat
     # An older journal (no phases) is read as finished migrations.
     (tmp_path / "migrations.jsonl").write_text(json.dumps({"changed": True}) + "\n")
     assert dbctl.interrupted(tmp_path) is None
+
+
+# ---- status reads the migrations without importing them -----------------------------
+
+
+def alembic_scripts(cfg):
+    from alembic.script import ScriptDirectory
+
+    return {s.revision: s.down_revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
+@pytest.mark.parametrize("which", ["tracking", "auth"])
+def test_migration_scripts_read_as_alembic_reads_them(dbctl, which, tmp_path):
+    """The installed MLflow's migrations, read from the files' literals, are what alembic's own
+    loader (which imports them) finds, revision by revision; a directory with a script that has
+    no literal revision goes through alembic's loader."""
+    from alembic.config import Config
+
+    migrations = {"tracking": ("store", "db_migrations"), "auth": ("server", "auth", "db", "migrations")}[which]
+    cfg = Config()  # what MLflow's _get_alembic_config sets that matters here (the auth one needs mlflow[auth])
+    cfg.set_main_option("script_location", str(dbctl.mlflow_dir().joinpath(*migrations)))
+    versions = dbctl.mlflow_dir().joinpath(*migrations, "versions")
+    expected = {rev: tuple(down) if isinstance(down, (tuple, list)) else (down,) if down else ()
+                for rev, down in alembic_scripts(cfg).items()}
+    assert len(expected) > 3
+    assert dbctl.migration_scripts(versions, lambda: pytest.fail("alembic's loader was used")) == expected
+    odd = tmp_path / "versions"
+    odd.mkdir()
+    (odd / "a_first.py").write_text('revision = "aaa"\ndown_revision = None\n')
+    (odd / "b_computed.py").write_text('revision = "bb" + "b"\ndown_revision = "aaa"\n')
+    assert dbctl.migration_scripts(odd, lambda: cfg) == expected
+
+
+def test_status_against_empty_known_and_unknown_revisions(dbctl, tmp_path, monkeypatch):
+    from mlflow.store.db.utils import _get_alembic_config
+    from alembic.script import ScriptDirectory
+
+    tracking = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", f"sqlite:///{tracking}")
+    monkeypatch.delenv("MLFLOW_AUTH_CONFIG_PATH", raising=False)
+    script = ScriptDirectory.from_config(_get_alembic_config(f"sqlite:///{tracking}"))
+    head = script.get_current_head()
+    first = [s.revision for s in script.walk_revisions()][-1]
+    state = dbctl.status()
+    assert state["tracking"] == {"current": None, "head": head, "empty": True, "known": True}
+    assert state["needed"] and not state["downgrade"]
+    for revision, needed, downgrade in ((first, True, False), (head, False, False), ("0123456789ab", True, True)):
+        with sqlite3.connect(tracking) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL)")
+            conn.execute("DELETE FROM alembic_version")
+            conn.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
+        state = dbctl.status()
+        assert state["tracking"]["current"] == revision and not state["tracking"]["empty"], state
+        assert (state["needed"], state["downgrade"]) == (needed, downgrade), (revision, state)

@@ -86,11 +86,57 @@ def auth_db_uri():
     return cfg["mlflow"]["database_uri"]
 
 
-def revisions(uri, alembic_cfg, version_table="alembic_version"):
+def mlflow_dir():
+    """The installed mlflow package's directory, found without importing it."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("mlflow").submodule_search_locations[0])
+
+
+def migration_scripts(versions_dir, alembic_cfg):
+    """{revision: (its down revisions)} of an alembic versions directory.
+
+    Read from each script's literal `revision` / `down_revision` assignments, without importing
+    the scripts: alembic's ScriptDirectory imports every migration, which imports MLflow, and
+    `status` runs on every play (4-5 s of CPU on an idle host, about a minute on the loaded test
+    machine). A script this cannot read (no literal assignments) sends the whole directory through
+    alembic's own loader instead, alembic_cfg() giving its configuration."""
+    import ast
+
+    scripts = {}
+    try:
+        for path in sorted(Path(versions_dir).glob("*.py")):
+            values = {}
+            for node in ast.parse(path.read_text(), str(path)).body:
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                    targets = [node.target]
+                else:
+                    continue
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                        values[target.id] = ast.literal_eval(node.value)
+            if "revision" in values:
+                scripts[values["revision"]] = values.get("down_revision")
+            elif path.name != "__init__.py":
+                raise ValueError(f"{path}: no literal revision")
+    except (OSError, SyntaxError, ValueError):
+        from alembic.script import ScriptDirectory
+
+        scripts = {s.revision: s.down_revision for s in ScriptDirectory.from_config(alembic_cfg()).walk_revisions()}
+    return {rev: tuple(down) if isinstance(down, (tuple, list)) else (down,) if down else ()
+            for rev, down in scripts.items()}
+
+
+def revisions(uri, scripts, version_table="alembic_version"):
+    """The database's revision against the migrations' head; scripts: migration_scripts()."""
     import sqlalchemy
     from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
+    heads = sorted(set(scripts) - {down for downs in scripts.values() for down in downs})
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads, not one: {heads}")
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
@@ -98,27 +144,30 @@ def revisions(uri, alembic_cfg, version_table="alembic_version"):
             tables = sqlalchemy.inspect(conn).get_table_names()
     finally:
         engine.dispose()
-    script = ScriptDirectory.from_config(alembic_cfg)
-    head = script.get_current_head()
-    known = True
-    if current is not None:
-        try:
-            known = script.get_revision(current) is not None
-        except Exception:  # noqa: BLE001 - alembic raises several types for unknown revisions
-            known = False
-    return {"current": current, "head": head, "empty": not tables, "known": known}
+    return {"current": current, "head": heads[0], "empty": not tables, "known": current is None or current in scripts}
 
 
 def status():
-    from mlflow.store.db.utils import _get_alembic_config
-
+    """Where each database's schema is against the installed MLflow's migrations."""
     uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
-    result = {"tracking": revisions(uri, _get_alembic_config(uri))}
+
+    def tracking_cfg():
+        from mlflow.store.db.utils import _get_alembic_config
+
+        return _get_alembic_config(uri)
+
+    package = mlflow_dir()
+    scripts = migration_scripts(package / "store" / "db_migrations" / "versions", tracking_cfg)
+    result = {"tracking": revisions(uri, scripts)}
     auth_uri = auth_db_uri()
     if auth_uri:
-        from mlflow.server.auth.db.utils import _get_alembic_config as auth_alembic_config
+        def auth_cfg():
+            from mlflow.server.auth.db.utils import _get_alembic_config
 
-        result["auth"] = revisions(auth_uri, auth_alembic_config(auth_uri), "alembic_version_auth")
+            return _get_alembic_config(auth_uri)
+
+        scripts = migration_scripts(package / "server" / "auth" / "db" / "migrations" / "versions", auth_cfg)
+        result["auth"] = revisions(auth_uri, scripts, "alembic_version_auth")
     result["needed"] = any(r["current"] != r["head"] for r in result.values() if isinstance(r, dict))
     result["downgrade"] = any(not r["known"] for r in result.values() if isinstance(r, dict))
     return result
