@@ -1,18 +1,17 @@
 """The deployment site.yml made, checked from outside as its users and operators see it.
 
 Runs after converge and idempotence (both: the whole site.yml). Test order matters only
-where said: the examples before serving their model, the re-runs last.
+where said: the examples before serving their model. The later days (a reboot, configure.yml
+alone, a rotated password) are in test_later_days.py.
 """
 
 import json
-import ssl
 import subprocess
 import time
 import urllib.request
 
 import pytest
-from conftest import (CONTROL, DEPLOYMENT, HOST, ROOT, URL, VENV_BIN, aws, free_port, front_door_status,
-                      mlflow_client, on_host, playbook, recap, secret)
+from conftest import CONTROL, DEPLOYMENT, ROOT, URL, VENV_BIN, aws, free_port, on_host, secret
 
 EXAMPLES = ["iris_registry.py", "wine_elasticnet_sweep.py", "house_prices.py"]
 
@@ -158,64 +157,7 @@ def test_backup_client_matches_the_database_major_version():
     print(f"database server PostgreSQL {major}; host pg_dump: {client.strip()}")
 
 
-# --- Re-runs: later days, and AWS changing under us ----------------------------------
-
-
-def test_stop_start_then_configure_alone_changes_nothing(instance, client_env, tmp_path):
-    """A later day: the instance was stopped and started (the machine rebooted). Without
-    Ansible, MLflow and nginx come back by themselves, with authentication and the data
-    logged before the reboot (the reboot fault drill, README "Faults"). Then the README's
-    configure-only command runs in a new process, with nothing in memory from
-    provisioning. It finds the server by its tags, waits for it to answer, and changes
-    nothing: the Elastic IP kept the address the certificate and allowed hosts name."""
-    ec2 = aws("ec2")
-    iid = instance["InstanceId"]
-    before = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]
-    logged = mlflow_client("""
-        experiment = client.get_experiment_by_name("reboot-drill")
-        run = client.create_run(experiment.experiment_id if experiment else client.create_experiment("reboot-drill"))
-        client.log_param(run.info.run_id, "before", "reboot")
-        client.log_metric(run.info.run_id, "score", 0.5, step=7)
-        path = os.path.join(sys.argv[1], "note.txt")
-        with open(path, "w") as f:
-            f.write("logged before the reboot\\n")
-        client.log_artifact(run.info.run_id, path)
-        emit(run_id=run.info.run_id)
-    """, client_env, tmp_path)
-    ec2.stop_instances(InstanceIds=[iid])
-    ec2.start_instances(InstanceIds=[iid])
-    rebooted = time.monotonic()
-    subprocess.run(["docker", "restart", HOST], check=True, capture_output=True)  # the reboot itself
-    while front_door_status("/api/2.0/mlflow/experiments/search?max_results=1", timeout=5) != 200:
-        assert time.monotonic() - rebooted < 600, "MLflow did not come back behind the front door after the reboot"
-        time.sleep(1)
-    back = time.monotonic() - rebooted
-    assert front_door_status("/api/2.0/mlflow/experiments/search?max_results=1", auth=False) == 401
-    (tmp_path / "download").mkdir()
-    found = mlflow_client("""
-        run = client.get_run(sys.argv[1])
-        history = [(m.step, m.value) for m in client.get_metric_history(sys.argv[1], "score")]
-        with open(client.download_artifacts(sys.argv[1], "note.txt", sys.argv[2])) as f:
-            emit(params=run.data.params, history=history, note=f.read())
-    """, client_env, logged["run_id"], tmp_path / "download")
-    assert found == {"params": {"before": "reboot"}, "history": [[7, 0.5]], "note": "logged before the reboot\n"}, found
-    print(f"reboot: MLflow answered an authenticated call through the front door {back:.0f} s after "
-          "`docker restart` began, anonymous calls 401, the run logged before it intact")
-    started = time.monotonic()
-    rc, out = playbook("playbooks/configure.yml")
-    elapsed = time.monotonic() - started
-    assert rc == 0, out[-5000:]
-    hosts = recap(out)
-    assert any(h.startswith("i-") for h in hosts), hosts
-    assert all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
-    assert f"MLflow is up behind its TLS front door: {URL}" in out
-    after = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]
-    assert [a["PublicIp"] for a in after] == [a["PublicIp"] for a in before], (before, after)
-    ctx = ssl.create_default_context(cafile=client_env["MLFLOW_TRACKING_SERVER_CERT_PATH"])
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
-    with direct.open(f"{URL}/health", timeout=30) as resp:
-        assert resp.status == 200
-    print(f"stop/start + reboot, then configure.yml alone: {elapsed:.0f} s, recap {hosts}")
+# --- Re-runs: AWS changing under us ---------------------------------------------------
 
 
 def test_minor_version_upgrade_by_aws_was_kept():

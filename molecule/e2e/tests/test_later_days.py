@@ -1,5 +1,7 @@
-"""Later days, after test_e2e (this changes the deployment's secrets): one run of configure.yml
-after a change of the admin's password rotates it, and prunes old backups and venvs.
+"""Later days, after test_e2e and test_faults (this changes the deployment's secrets): one run
+of configure.yml after a change of the admin's password rotates it, and prunes old backups and
+venvs; then the instance is stopped and started, and configure.yml alone changes nothing (which
+is also the second run after the rotation: it settled in one).
 
 MLflow itself reads MLFLOW_AUTH_ADMIN_PASSWORD only when it creates the admin; mlflow_server
 sets the stored password (mlflow-dbctl.py admin-password), and the same run's mlflow_auth and
@@ -14,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import CONTROL, EPHEMERAL, HOST, URL, playbook, recap, secret
+from conftest import CONTROL, EPHEMERAL, HOST, URL, aws, front_door_status, mlflow_client, playbook, recap, secret
 
 # mlflow_proxy_auth_cache_seconds and mlflow_server_auth_cache_ttl_seconds (30 s each, one after
 # the other at worst), plus slack for a loaded machine.
@@ -81,6 +83,63 @@ def test_one_run_rotates_the_admin_password_and_prunes_backups_and_venvs():
         assert f"{db}-0123abcd-20261012T000000Z.dump" in of_db and f"{db}-0123abcd-20261001T000000Z.dump" not in of_db
     venvs = listing("/opt/mlflow/venvs")
     assert "3.16.1" in venvs and "2.22.0" not in venvs and len(venvs) == 2, (running, venvs)
+    # The next run changes nothing: the next test's configure.yml after the reboot.
+
+
+def test_stop_start_then_configure_alone_changes_nothing(instance, client_env, tmp_path):
+    """A later day: the instance was stopped and started (the machine rebooted). Without
+    Ansible, MLflow and nginx come back by themselves, with authentication and the data
+    logged before the reboot (the reboot fault drill, README "Faults"). Then the README's
+    configure-only command runs in a new process, with nothing in memory from
+    provisioning. It finds the server by its tags, waits for it to answer, and changes
+    nothing: the Elastic IP kept the address the certificate and allowed hosts name. It is
+    the second run after the rotation above, so changed=0 also shows that one run settled it."""
+    client_env = dict(client_env, MLFLOW_TRACKING_PASSWORD=secret("admin"))  # the rotated one
+    ec2 = aws("ec2")
+    iid = instance["InstanceId"]
+    before = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]
+    logged = mlflow_client("""
+        experiment = client.get_experiment_by_name("reboot-drill")
+        run = client.create_run(experiment.experiment_id if experiment else client.create_experiment("reboot-drill"))
+        client.log_param(run.info.run_id, "before", "reboot")
+        client.log_metric(run.info.run_id, "score", 0.5, step=7)
+        path = os.path.join(sys.argv[1], "note.txt")
+        with open(path, "w") as f:
+            f.write("logged before the reboot\\n")
+        client.log_artifact(run.info.run_id, path)
+        emit(run_id=run.info.run_id)
+    """, client_env, tmp_path)
+    ec2.stop_instances(InstanceIds=[iid])
+    ec2.start_instances(InstanceIds=[iid])
+    rebooted = time.monotonic()
+    subprocess.run(["docker", "restart", HOST], check=True, capture_output=True)  # the reboot itself
+    while front_door_status("/api/2.0/mlflow/experiments/search?max_results=1", timeout=5) != 200:
+        assert time.monotonic() - rebooted < 600, "MLflow did not come back behind the front door after the reboot"
+        time.sleep(1)
+    back = time.monotonic() - rebooted
+    assert front_door_status("/api/2.0/mlflow/experiments/search?max_results=1", auth=False) == 401
+    (tmp_path / "download").mkdir()
+    found = mlflow_client("""
+        run = client.get_run(sys.argv[1])
+        history = [(m.step, m.value) for m in client.get_metric_history(sys.argv[1], "score")]
+        with open(client.download_artifacts(sys.argv[1], "note.txt", sys.argv[2])) as f:
+            emit(params=run.data.params, history=history, note=f.read())
+    """, client_env, logged["run_id"], tmp_path / "download")
+    assert found == {"params": {"before": "reboot"}, "history": [[7, 0.5]], "note": "logged before the reboot\n"}, found
+    print(f"reboot: MLflow answered an authenticated call through the front door {back:.0f} s after "
+          "`docker restart` began, anonymous calls 401, the run logged before it intact")
+    started = time.monotonic()
     rc, out = playbook("playbooks/configure.yml")
+    elapsed = time.monotonic() - started
     assert rc == 0, out[-5000:]
-    assert all(h["changed"] == 0 and h["failed"] == 0 for h in recap(out).values()), recap(out)
+    hosts = recap(out)
+    assert any(h.startswith("i-") for h in hosts), hosts
+    assert all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
+    assert f"MLflow is up behind its TLS front door: {URL}" in out
+    after = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]
+    assert [a["PublicIp"] for a in after] == [a["PublicIp"] for a in before], (before, after)
+    ctx = ssl.create_default_context(cafile=client_env["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+    with direct.open(f"{URL}/health", timeout=30) as resp:
+        assert resp.status == 200
+    print(f"stop/start + reboot, then configure.yml alone: {elapsed:.0f} s, recap {hosts}")
