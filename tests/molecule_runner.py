@@ -30,10 +30,11 @@ LOGS = ROOT / ".test-logs"
 # A hung scenario fails, it does not hang CI: each scenario is killed after TIMEOUT, or at
 # the suite's DEADLINE (seconds after the runner starts, MOLECULE_DEADLINE), whichever comes
 # first, so that pytest still reports inside CI's 90 minutes (the venv is made before the
-# runner starts). A slow machine then fails on the deadline, not on a per-scenario limit
-# sized for a fast one (the run at 2750972 lost two healthy scenarios to a 40-minute one).
+# runner starts, about 4 min; the images are built after it). The run at 2750972 lost e2e and
+# mlflow_server to a 40-minute per-scenario limit: on this 2-core machine each takes 38-39 min
+# while the rest of the suite (about 30 min of validation, lint and sanity runs) shares the CPU.
 TIMEOUT = 60 * 60
-DEADLINE = int(os.environ.get("MOLECULE_DEADLINE", 80 * 60))
+DEADLINE = int(os.environ.get("MOLECULE_DEADLINE", 82 * 60))
 
 # Measured on the 2-core test machine, one scenario at a time (clean-clone .ci/run).
 EXPECTED_SECONDS = {
