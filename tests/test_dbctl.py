@@ -118,7 +118,7 @@ def test_migration_scripts_read_as_alembic_reads_them(dbctl, which, tmp_path):
     no literal revision goes through alembic's loader."""
     from alembic.config import Config
 
-    migrations = {"tracking": ("store", "db_migrations"), "auth": ("server", "auth", "db", "migrations")}[which]
+    migrations = dbctl.MIGRATIONS[which][0]
     cfg = Config()  # what MLflow's _get_alembic_config sets that matters here (the auth one needs mlflow[auth])
     cfg.set_main_option("script_location", str(dbctl.mlflow_dir().joinpath(*migrations)))
     versions = dbctl.mlflow_dir().joinpath(*migrations, "versions")

@@ -86,6 +86,14 @@ def auth_db_uri():
     return cfg["mlflow"]["database_uri"]
 
 
+# Each database's migrations in the mlflow package, the module whose _get_alembic_config
+# configures them, and the version table.
+MIGRATIONS = {
+    "tracking": (("store", "db_migrations"), "mlflow.store.db.utils", "alembic_version"),
+    "auth": (("server", "auth", "db", "migrations"), "mlflow.server.auth.db.utils", "alembic_version_auth"),
+}
+
+
 def mlflow_dir():
     """The installed mlflow package's directory, found without importing it."""
     import importlib.util
@@ -149,25 +157,21 @@ def revisions(uri, scripts, version_table="alembic_version"):
 
 def status():
     """Where each database's schema is against the installed MLflow's migrations."""
-    uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
+    import importlib
 
-    def tracking_cfg():
-        from mlflow.store.db.utils import _get_alembic_config
-
-        return _get_alembic_config(uri)
-
+    databases = {"tracking": os.environ["MLFLOW_BACKEND_STORE_URI"], "auth": auth_db_uri()}
     package = mlflow_dir()
-    scripts = migration_scripts(package / "store" / "db_migrations" / "versions", tracking_cfg)
-    result = {"tracking": revisions(uri, scripts)}
-    auth_uri = auth_db_uri()
-    if auth_uri:
-        def auth_cfg():
-            from mlflow.server.auth.db.utils import _get_alembic_config
+    result = {}
+    for name, uri in databases.items():
+        if not uri:  # no basic-auth
+            continue
+        where, utils, version_table = MIGRATIONS[name]
 
-            return _get_alembic_config(auth_uri)
+        def alembic_cfg(utils=utils, uri=uri):
+            return importlib.import_module(utils)._get_alembic_config(uri)
 
-        scripts = migration_scripts(package / "server" / "auth" / "db" / "migrations" / "versions", auth_cfg)
-        result["auth"] = revisions(auth_uri, scripts, "alembic_version_auth")
+        scripts = migration_scripts(package.joinpath(*where, "versions"), alembic_cfg)
+        result[name] = revisions(uri, scripts, version_table)
     result["needed"] = any(r["current"] != r["head"] for r in result.values() if isinstance(r, dict))
     result["downgrade"] = any(not r["known"] for r in result.values() if isinstance(r, dict))
     return result
