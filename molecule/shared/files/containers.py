@@ -10,9 +10,10 @@ the 2-core test machine (each a loop of Ansible tasks, most of them for keys we 
 
 The keys: name, hostname, image (local, pre_build_image), command (split as a shell would,
 like the driver's command_handling=compatibility; the driver's sleep loop when none), user,
-env, cgroupns_mode, capabilities, security_opts, volumes, tmpfs, networks (name,
-ipv4_address, aliases) and docker_networks (name, ipam_config: subnet, gateway). Any other
-key is refused, so a platform that needs one fails here instead of starting without it.
+env, cgroupns_mode, capabilities, security_opts, volumes, tmpfs, networks (one per platform:
+name, ipv4_address, aliases) and docker_networks (name, ipam_config: subnet, gateway). Any
+other key, or a second network, is refused, so a platform that needs one fails here instead
+of starting without it.
 Containers and networks carry the label owner=molecule, as the driver's do (`molecule reset`
 finds them). destroy removes a container with its anonymous volumes (the systemd hosts'
 swap volume), then the scenario's networks.
@@ -61,21 +62,12 @@ def run_args(p):
     args += [a for opt in p.get("security_opts") or [] for a in ("--security-opt", opt)]
     args += [a for vol in p.get("volumes") or [] for a in ("--volume", vol)]
     args += [a for fs in p.get("tmpfs") or [] for a in ("--tmpfs", fs)]
-    nets = p.get("networks") or []
-    if nets:
-        args += net_args(nets[0], "--network")
+    for net in p.get("networks") or []:  # at most one: create() refuses more
+        args += ["--network", net["name"]] + (["--ip", net["ipv4_address"]] if net.get("ipv4_address") else [])
+        args += [a for alias in net.get("aliases") or [] for a in ("--network-alias", alias)]
     args.append(p["image"])
     # The driver's default command when a platform names none.
     return args + shlex.split(p.get("command") or 'bash -c "while true; do sleep 10000; done"')
-
-
-def net_args(net, flag):
-    args = [flag, net["name"]] if flag == "--network" else []
-    if net.get("ipv4_address"):
-        args += ["--ip", net["ipv4_address"]]
-    for alias in net.get("aliases") or []:
-        args += ["--network-alias" if flag == "--network" else "--alias", alias]
-    return args
 
 
 def create_one(p):
@@ -83,8 +75,6 @@ def create_one(p):
         docker("start", p["name"])  # the driver's recreate=false: an existing one is kept
         return f"{p['name']}: existed, started"
     docker(*run_args(p))
-    for net in (p.get("networks") or [])[1:]:
-        docker("network", "connect", *net_args(net, "connect"), net["name"], p["name"])
     return f"{p['name']}: created"
 
 
@@ -92,6 +82,9 @@ def create(platforms):
     unknown = sorted({f"{p['name']}.{k}" for p in platforms for k in p if k not in KNOWN})
     if unknown:
         sys.exit(f"containers.py does not handle these platform keys: {', '.join(unknown)}")
+    several = [p["name"] for p in platforms if len(p.get("networks") or []) > 1]
+    if several:
+        sys.exit(f"containers.py attaches one network per container; more in: {', '.join(several)}")
     done = []
     for name, ipam in networks(platforms).items():
         if docker("network", "inspect", name, check=False).returncode == 0:
