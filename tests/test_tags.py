@@ -23,16 +23,16 @@ HOST_ROLES = {"host_baseline", "mlflow_server", "mlflow_proxy", "mlflow_auth"}
 # Listed under every tag (always): the checks of every input, then what the phases need.
 ALWAYS = [
     "Validate the inputs of each AWS role",
-    "Check mlflow_ssh_proxy_command",
+    "Check the connection settings",
     "Find the running server instances of deployment {{ mlflow_deployment_name }}",
     "Add the servers to group mlflow_servers (SSH as the admin user through mlflow_ssh_proxy_command)",
     "Wait until the instance answers over SSH (a new instance is still booting)",
     "Gather facts",
     "Read the database credentials from Secrets Manager",
-    "mlflow_server : Check mlflow_server_version",
-    "mlflow_proxy : Check mlflow_proxy_server_names",
-    "mlflow_auth : Check mlflow_auth_api_url",
-    "host_baseline : Check host_baseline_swappiness",
+    "mlflow_server : Check the values of the variables",
+    "mlflow_proxy : Check the values of the variables",
+    "mlflow_auth : Check the values of the variables",
+    "host_baseline : Check the values of the variables",
     "Check the OS is supported and load its variables",
     "Show the URL, the CA and the client settings",
 ]
