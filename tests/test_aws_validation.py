@@ -2,18 +2,19 @@
 
 Runs playbooks/provision.yml with NO emulator: the endpoint is a closed loopback port and
 the credentials are dummies, so an AWS call would fail with a connection error instead.
-Each case must fail in the validation play (the provisioning play never starts).
+Each case must fail in the validation play (the provisioning play never starts for it).
+One run of the playbook holds all the cases and the controls, each an inventory host of its
+own (tests/rolecheck.py: the copy of provision.yml it runs targets every host instead of
+localhost), and each test checks its own host's results.
 """
 
-import json
 import os
 import socket
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
-from rolecheck import run_role_check
+from rolecheck import Batches, run_playbook_batch, run_role_check
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVISION_PLAY = "PLAY [Provision the MLflow deployment on AWS]"
@@ -25,7 +26,7 @@ def closed_port():
         return s.getsockname()[1]
 
 
-def run_provision(extra_vars):
+def provision_env():
     env = dict(os.environ)
     env["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", "")
     env.update(
@@ -40,23 +41,20 @@ def run_provision(extra_vars):
         HTTP_PROXY="http://127.0.0.1:9",
         NO_PROXY="127.0.0.1,localhost",
     )
+    return env
+
+
+def provision_variables(extra_vars, port):
     base = {
         "mlflow_deployment_name": "validation",
         "mlflow_aws_region": "eu-west-1",
-        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{closed_port()}",
+        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{port}",
         # Direct SSH: the Session Manager tools (checked in the same validation play) are not
         # what these tests are about; tests/test_connection_validation.py covers them.
         "mlflow_ssh_proxy_command": "",
     }
     base.update(extra_vars)
-    return subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "playbooks/provision.yml", "-e", json.dumps(base)],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
+    return base
 
 
 CASES = {
@@ -116,45 +114,65 @@ CASES = {
 }
 
 
+# Controls: valid values, which pass validation; the run only fails at the first AWS call.
+CONTROLS = {
+    # A major version, as a string or a number.
+    **{f"engine_major_{major!r}": {"aws_rds_postgres_engine_major_version": major, "aws_rds_postgres_allow_major_version_upgrade": True}
+       for major in ["17", 17, "18"]},
+    # Valid values of the checked syntaxes.
+    "unusual_valid_ec2_inputs": {"aws_ec2_host_instance_type": "m7i-flex.large", "aws_ec2_host_name": "MLflow server: prod",
+                                 "aws_rds_postgres_instance_class": "db.r6gd.2xlarge",
+                                 "aws_ec2_host_key_name": "ops key 2026",
+                                 "aws_ec2_host_ami_ssm_parameter": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-arm64"},
+    # The opt-in works.
+    "world_rule_with_opt_in": {"aws_security_groups_https_cidrs": ["0.0.0.0/0"], "aws_security_groups_allow_from_anywhere": True},
+}
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Every case's and control's host, in one run of provision.yml (a closed port as the endpoint)."""
+    port = closed_port()
+    cases = {case: ("provision", provision_variables(extra, port)) for case, (extra, _) in CASES.items()}
+    cases |= {case: ("provision", provision_variables(extra, port)) for case, extra in CONTROLS.items()}
+    assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
+    aws_roles = sorted(p.name for p in (ROOT / "roles").glob("aws_*"))
+    return Batches(tmp_path_factory, cases, lambda workdir, _, members: run_playbook_batch(
+        workdir, provision_env(), "playbooks/provision.yml", members, roles=aws_roles,
+        task_files=[ROOT / "playbooks" / "tasks" / "validate_connection.yml"]))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_variable_fails_before_any_aws_call(case):
-    extra, variable = CASES[case]
-    res = run_provision(extra)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0, out[-3000:]
-    assert variable in out, f"failure does not name {variable}:\n{out[-3000:]}"
-    assert PROVISION_PLAY not in out, f"validation let {case} through to the AWS play:\n{out[-3000:]}"
-    assert "Could not connect to the endpoint" not in out, out[-3000:]
+def test_bad_variable_fails_before_any_aws_call(hosts, case):
+    _, variable = CASES[case]
+    host = hosts[case]
+    out = host.text()
+    assert host.failed, host
+    assert variable in out, f"failure does not name {variable}:\n{host}"
+    assert PROVISION_PLAY not in out, f"validation let {case} through to the AWS play:\n{host}"
+    assert "Could not connect to the endpoint" not in out, host
 
 
 @pytest.mark.parametrize("major", ["17", 17, "18"])
-def test_engine_major_version_passes_validation(major):
+def test_engine_major_version_passes_validation(hosts, major):
     """A major version, as a string or a number, passes validation: the run only fails at the first AWS call."""
-    res = run_provision({"aws_rds_postgres_engine_major_version": major, "aws_rds_postgres_allow_major_version_upgrade": True})
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert PROVISION_PLAY in out, out[-3000:]
+    host = hosts[f"engine_major_{major!r}"]
+    assert host.failed
+    assert PROVISION_PLAY in host.text(), host
 
 
-def test_unusual_valid_ec2_inputs_pass_validation():
+def test_unusual_valid_ec2_inputs_pass_validation(hosts):
     """Valid values of the checked syntaxes pass: the run only fails at the first AWS call."""
-    res = run_provision({"aws_ec2_host_instance_type": "m7i-flex.large", "aws_ec2_host_name": "MLflow server: prod",
-                         "aws_rds_postgres_instance_class": "db.r6gd.2xlarge",
-                         "aws_ec2_host_key_name": "ops key 2026",
-                         "aws_ec2_host_ami_ssm_parameter": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-arm64"})
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert PROVISION_PLAY in out, out[-3000:]
+    host = hosts["unusual_valid_ec2_inputs"]
+    assert host.failed
+    assert PROVISION_PLAY in host.text(), host
 
 
-def test_world_rule_with_opt_in_passes_validation():
+def test_world_rule_with_opt_in_passes_validation(hosts):
     """The opt-in works: validation passes and the run only fails at the first AWS call."""
-    res = run_provision(
-        {"aws_security_groups_https_cidrs": ["0.0.0.0/0"], "aws_security_groups_allow_from_anywhere": True}
-    )
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert PROVISION_PLAY in out, out[-3000:]
+    host = hosts["world_rule_with_opt_in"]
+    assert host.failed
+    assert PROVISION_PLAY in host.text(), host
 
 
 def test_role_alone_gets_the_collection_wide_defaults(tmp_path):
@@ -163,11 +181,7 @@ def test_role_alone_gets_the_collection_wide_defaults(tmp_path):
     A bad region fails in _common's check; a good one passes validation (and the role's own
     argument_specs) and the role's first AWS call goes to mlflow_aws_endpoint_url: a loopback
     listener that accepts the connection and closes it."""
-    env = dict(os.environ)
-    env["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", "")
-    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true",
-               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost")
+    env = provision_env()
     bad = run_role_check(tmp_path, env, "aws_network", {"mlflow_aws_region": "Ireland"})
     assert bad.returncode != 0 and "mlflow_aws_region must be" in bad.stdout + bad.stderr, (bad.stdout + bad.stderr)[-3000:]
 

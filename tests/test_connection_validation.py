@@ -3,6 +3,10 @@
 playbooks/configure.yml checks them before it asks AWS for the servers, and
 playbooks/provision.yml checks them in its validation play, before the first AWS call
 (the endpoint here is a closed loopback port: an AWS call would fail differently).
+
+One run per playbook holds its cases, each an inventory host of its own (tests/rolecheck.py:
+the copy of the playbook it runs targets every host instead of localhost), and each test
+checks its own host's results.
 """
 
 import json
@@ -12,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rolecheck import Batches, run_playbook_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 FIND_TASK = "TASK [Find the running server instances"
@@ -24,7 +29,7 @@ def closed_port():
         return s.getsockname()[1]
 
 
-def run(playbook, extra_vars, path=None):
+def environment(path=None):
     env = dict(os.environ)
     env["PATH"] = path or (str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", ""))
     env.update(
@@ -33,16 +38,24 @@ def run(playbook, extra_vars, path=None):
         AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true",
         HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
     )
-    variables = {
+    return env
+
+
+def variables(extra_vars, port):
+    base = {
         "mlflow_deployment_name": "validation",
         "mlflow_aws_region": "eu-west-1",
-        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{closed_port()}",
+        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{port}",
         "mlflow_ssh_proxy_command": "",
     }
-    variables.update(extra_vars)
+    base.update(extra_vars)
+    return base
+
+
+def run(playbook, extra_vars, path=None):
     res = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), playbook, "-e", json.dumps(variables)],
-        cwd=ROOT, env=env, text=True, capture_output=True, timeout=300,
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), playbook, "-e", json.dumps(variables(extra_vars, closed_port()))],
+        cwd=ROOT, env=environment(path), text=True, capture_output=True, timeout=300,
     )
     return res.returncode, res.stdout + res.stderr
 
@@ -61,23 +74,42 @@ CASES = {
 }
 
 
-def assert_rejected(playbook, case, first_change):
-    """The run fails, names the case's variable and never reaches first_change."""
-    extra, variable = CASES[case]
-    rc, out = run(playbook, extra)
-    assert rc != 0, out[-3000:]
-    assert variable in out, f"failure does not name {variable}:\n{out[-3000:]}"
-    assert first_change not in out, f"{case} got past validation:\n{out[-3000:]}"
+PROVISION_CASES = ["proxy_command_quote", "state_dir_relative", "public_hostname_url"]
+GOOD_SETTINGS = {"mlflow_public_hostname": "mlflow.example.com", "mlflow_boot_timeout": 600}
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Every case's host: those of configure.yml (and the good settings) in one run of it, those
+    of provision.yml in another, with the inventory's groups (empty, as before any host is found)."""
+    port = closed_port()
+    cases = {f"configure:{case}": ("playbooks/configure.yml", variables(CASES[case][0], port)) for case in CASES}
+    cases["configure:good"] = ("playbooks/configure.yml", variables(GOOD_SETTINGS, port))
+    cases |= {f"provision:{case}": ("playbooks/provision.yml", variables(CASES[case][0], port)) for case in PROVISION_CASES}
+    # What the two playbooks validate with before their first AWS call.
+    validation = {"roles": sorted(p.name for p in (ROOT / "roles").glob("aws_*")),
+                  "task_files": [ROOT / "playbooks" / "tasks" / "validate_connection.yml"]}
+    return Batches(tmp_path_factory, cases, lambda workdir, playbook, members: run_playbook_batch(
+        workdir, environment(), playbook, members, groups=["mlflow_servers", "mlflow_database_standin"], **validation))
+
+
+def assert_rejected(host, case, first_change):
+    """The case's host fails, its results name the case's variable and never reach first_change."""
+    _, variable = CASES[case]
+    out = host.text()
+    assert host.failed, host
+    assert variable in out, f"failure does not name {variable}:\n{host}"
+    assert first_change not in out, f"{case} got past validation:\n{host}"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_configure_rejects_before_looking_for_hosts(case):
-    assert_rejected("playbooks/configure.yml", case, FIND_TASK)
+def test_configure_rejects_before_looking_for_hosts(hosts, case):
+    assert_rejected(hosts[f"configure:{case}"], case, FIND_TASK)
 
 
-@pytest.mark.parametrize("case", ["proxy_command_quote", "state_dir_relative", "public_hostname_url"])
-def test_provision_rejects_before_any_aws_call(case):
-    assert_rejected("playbooks/provision.yml", case, PROVISION_PLAY)
+@pytest.mark.parametrize("case", PROVISION_CASES)
+def test_provision_rejects_before_any_aws_call(hosts, case):
+    assert_rejected(hosts[f"provision:{case}"], case, PROVISION_PLAY)
 
 
 def test_session_manager_tools_are_required_by_the_default_transport(tmp_path):
@@ -94,9 +126,9 @@ def test_session_manager_tools_are_required_by_the_default_transport(tmp_path):
     assert PROVISION_PLAY not in out, out[-3000:]
 
 
-def test_good_settings_pass_to_the_aws_lookup():
+def test_good_settings_pass_to_the_aws_lookup(hosts):
     """The checks above can pass: valid settings get to the first AWS call (which fails
     here, against a closed port)."""
-    rc, out = run("playbooks/configure.yml", {"mlflow_public_hostname": "mlflow.example.com", "mlflow_boot_timeout": 600})
-    assert rc != 0
-    assert FIND_TASK in out, out[-3000:]
+    host = hosts["configure:good"]
+    assert host.failed
+    assert FIND_TASK in host.text(), host

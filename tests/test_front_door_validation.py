@@ -1,15 +1,14 @@
 """Bad variables for the front door roles (mlflow_proxy, mlflow_auth) fail in validation,
 before any change, with a message that names the variable.
 
-Each case runs ansible-playbook (from the venv) on a tiny play that applies one role to
-localhost in check mode, without facts: nothing can change, and the output shows which
-tasks ran.
+The cases run on a tiny play that applies one role in check mode, without facts: nothing
+can change, and the results show which tasks ran. One ansible-playbook per role runs all
+its cases, each case an inventory host of its own (tests/rolecheck.py), and each test
+checks its own host's results.
 """
 
-import re
-
 import pytest
-from rolecheck import run_role_check
+from rolecheck import Batches, run_role_batch
 
 
 GOOD = {
@@ -95,31 +94,45 @@ CASES = [
 
 
 
-@pytest.mark.parametrize("role,extra,variable", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, role, extra, variable):
-    res = run_role_check(tmp_path, env_with_venv, role, {**GOOD[role], **extra})
-    out = res.stdout + res.stderr
-    assert res.returncode != 0, out
-    assert variable in out, f"the failure does not name {variable}:\n{out}"
-    assert FIRST_TASK_AFTER_VALIDATION[role] not in out, f"tasks after validation ran:\n{out}"
-    assert not re.search(r"^changed: \[", out, re.M), out
-    assert "alice-password-1" not in out and "bob-password-12" not in out, "a password leaked into the output"
+# Control cases: good variables, which must get past validation.
+CONTROLS = {
+    # Past argument_specs and the value checks, stopped only at the OS check (no facts were gathered).
+    "good-proxy": ("mlflow_proxy", GOOD["mlflow_proxy"]),
+    # Validation passes and the role goes on to wait for the server (which is not there: a 1 s timeout).
+    "good-auth": ("mlflow_auth", GOOD["mlflow_auth"] | {"mlflow_auth_wait_timeout": 1, "mlflow_auth_api_url": "http://127.0.0.1:9"}),
+}
+PASSWORDS = ("alice-password-1", "bob-password-12")
 
 
-def test_good_proxy_variables_pass_validation(tmp_path, env_with_venv):
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory, env_with_venv):
+    """Every case's host, the cases of one role in one run."""
+    cases = {case: (role, {**GOOD[role], **extra}) for case, role, extra, _ in CASES} | CONTROLS
+    assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
+    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env_with_venv, role, members))
+
+
+@pytest.mark.parametrize("case,role,variable", [(c[0], c[1], c[3]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_variable_fails_in_validation(hosts, case, role, variable):
+    host = hosts[case]
+    assert host.failed, host
+    assert variable in host.text(), f"the failure does not name {variable}:\n{host}"
+    assert not host.ran(FIRST_TASK_AFTER_VALIDATION[role]), f"tasks after validation ran:\n{host}"
+    assert not host.changed, host
+    assert not any(p in host.batch.output for p in PASSWORDS), "a password leaked into the output"
+
+
+def test_good_proxy_variables_pass_validation(hosts):
     """Control case: good variables get past argument_specs and the value checks, and stop
     only at the OS check (no facts were gathered)."""
-    res = run_role_check(tmp_path, env_with_venv, "mlflow_proxy", GOOD["mlflow_proxy"])
-    out = res.stdout + res.stderr
-    assert "mlflow_proxy supports Debian 12/13 and Amazon Linux 2023" in out, out
-    assert FIRST_TASK_AFTER_VALIDATION["mlflow_proxy"] not in out
+    host = hosts["good-proxy"]
+    assert "mlflow_proxy supports Debian 12/13 and Amazon Linux 2023" in host.text(), host
+    assert not host.ran(FIRST_TASK_AFTER_VALIDATION["mlflow_proxy"]), host
 
 
-def test_good_auth_variables_pass_validation(tmp_path, env_with_venv):
+def test_good_auth_variables_pass_validation(hosts):
     """Control case: validation passes and the role goes on to wait for the server (which is
     not there: a 1 s timeout)."""
-    variables = GOOD["mlflow_auth"] | {"mlflow_auth_wait_timeout": 1, "mlflow_auth_api_url": "http://127.0.0.1:9"}
-    res = run_role_check(tmp_path, env_with_venv, "mlflow_auth", variables)
-    out = res.stdout + res.stderr
-    assert FIRST_TASK_AFTER_VALIDATION["mlflow_auth"] in out, out
-    assert "alice-password-1" not in out
+    host = hosts["good-auth"]
+    assert host.ran(FIRST_TASK_AFTER_VALIDATION["mlflow_auth"]), host
+    assert "alice-password-1" not in host.batch.output

@@ -6,10 +6,11 @@ memory and time sizes, host names, URLs, user names Basic auth cannot carry, COR
 while auth is on, secret strength, ports, paths, pip requirements and versions, SQL
 identifiers, unit-file values, service accounts), for the host roles mlflow_server,
 host_baseline and mlflow_auth, the stand-in database postgres_standin and the AWS role
-aws_security_groups. Each runs the role on localhost in check mode without facts
-(tests/rolecheck.py): nothing can change. A case passes only when the run fails in the
-role's tasks/validate.yml, the failure message itself (not just a task title) names the
-variable, no task after validation ran, nothing changed, and no secret was printed.
+aws_security_groups. Each runs the role in check mode without facts: nothing can change.
+One ansible-playbook per role runs all its cases, each case an inventory host of its own
+(tests/rolecheck.py). A case passes only when its host fails in the role's
+tasks/validate.yml, the failure message itself (not just a task title) names the variable,
+no task after validation ran for it, nothing changed, and no secret was printed by the run.
 
 The controls give unusual but valid values of the same classes and must get past every
 check (to the OS check; for mlflow_auth to the wait for the server; for postgres_standin to
@@ -17,11 +18,9 @@ looking for the installed cluster; for aws_security_groups to the check that a V
 which the controls leave empty so that no AWS call is ever made).
 """
 
-import re
-
 import pytest
 from pins import MLFLOW_VERSION
-from rolecheck import run_role_check
+from rolecheck import Batches, run_role_batch
 
 SECRETS = {
     "db": "a-db-password",
@@ -225,25 +224,18 @@ CASES = [
 ]
 
 
-def failure(out):
-    """The failure messages alone (ansible-core's "[ERROR]: ..." up to its "Origin:" line), so a
-    variable named only in a task title does not count, with where each failed task lives."""
-    return re.findall(r"^\[ERROR\]: (.*?)^Origin: (\S+)", out, re.M | re.S)
-
-
-@pytest.mark.parametrize("role,extra,variable", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_syntax_fails_in_validation(tmp_path, env_with_venv, role, extra, variable):
-    res = run_role_check(tmp_path, env_with_venv, role, {**GOOD[role], **extra})
-    out = res.stdout + res.stderr
-    assert res.returncode != 0, out
-    errors = failure(out)
-    assert errors, f"no failure message:\n{out}"
+@pytest.mark.parametrize("case,role,variable", [(c[0], c[1], c[3]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_syntax_fails_in_validation(hosts, case, role, variable):
+    host = hosts[case]
+    assert host.failed, host
+    errors = host.failures()
+    assert errors, f"no failure message:\n{host}"
     message, origin = errors[0]
-    assert variable in message, f"the failure does not name {variable}:\n{message}"
-    assert f"/roles/{role}/tasks/validate.yml:" in origin, f"failed outside validation, at {origin}:\n{out}"
-    assert FIRST_TASK_AFTER_VALIDATION[role] not in out, f"tasks after validation ran:\n{out}"
-    assert not re.search(r"^changed: \[", out, re.M), out
-    leaked = [name for name, secret in SECRETS.items() if secret in out]
+    assert variable in message, f"the failure does not name {variable}:\n{message}\n{host}"
+    assert f"/roles/{role}/tasks/validate.yml:" in origin, f"failed outside validation, at {origin}:\n{host}"
+    assert not host.ran(FIRST_TASK_AFTER_VALIDATION[role]), f"tasks after validation ran:\n{host}"
+    assert not host.changed, host
+    leaked = [name for name, secret in SECRETS.items() if secret in host.batch.output]
     assert not leaked, f"secrets printed: {leaked}"
 
 
@@ -345,10 +337,17 @@ CONTROLS = [
 ]
 
 
-@pytest.mark.parametrize("role,extra", [c[1:] for c in CONTROLS], ids=[c[0] for c in CONTROLS])
-def test_valid_values_pass_validation(tmp_path, env_with_venv, role, extra):
-    res = run_role_check(tmp_path, env_with_venv, role, {**GOOD[role], **extra})
-    out = res.stdout + res.stderr
-    assert PASSED[role] in out, out
-    leaked = [name for name, secret in SECRETS.items() if secret in out]
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory, env_with_venv):
+    """Every case's and control's host, those of one role in one run."""
+    cases = {case: (role, {**GOOD[role], **extra}) for case, role, extra, *_ in CASES + CONTROLS}
+    assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
+    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env_with_venv, role, members))
+
+
+@pytest.mark.parametrize("case,role", [c[:2] for c in CONTROLS], ids=[c[0] for c in CONTROLS])
+def test_valid_values_pass_validation(hosts, case, role):
+    host = hosts[case]
+    assert PASSED[role] in host.text(), host
+    leaked = [name for name, secret in SECRETS.items() if secret in host.batch.output]
     assert not leaked, f"secrets printed: {leaked}"

@@ -1,15 +1,14 @@
 """Bad variables for the mlflow_server role fail in argument validation, before any change,
 with a message that names the variable.
 
-Each case runs ansible-playbook (from the venv) on a tiny play that applies the role to
-localhost in check mode, without facts: nothing can change, and the output shows which
-tasks ran.
+The cases run on a tiny play that applies the role in check mode, without facts: nothing
+can change, and the results show which tasks ran. One ansible-playbook runs them all, each
+case an inventory host of its own (tests/rolecheck.py), and each test checks its own
+host's results.
 """
 
-import re
-
 import pytest
-from rolecheck import run_role_check
+from rolecheck import Batches, run_role_batch
 
 
 GOOD = {
@@ -49,35 +48,47 @@ CASES = [
 FIRST_TASK_AFTER_VALIDATION = "Load the variables of this OS"
 
 
-def failure_messages(out):
-    """ansible-core's "[ERROR]: ..." messages alone: every check's task title names its variable,
-    so the whole output would name it even when another check failed."""
-    return "\n".join(re.findall(r"^\[ERROR\]: (.*?)^Origin: ", out, re.M | re.S))
+GOOD_DB_SERVER_VERSIONS = ["", "15", "17", 17]
+# Control cases: good variables, which must get past validation to the OS check.
+CONTROLS = {"good": GOOD} | {f"good-db-server-version-{i}": {**GOOD, "mlflow_server_db_server_version": version}
+                             for i, version in enumerate(GOOD_DB_SERVER_VERSIONS)}
 
 
-@pytest.mark.parametrize("extra,variable", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_variable_fails_in_validation(tmp_path, env_with_venv, extra, variable):
-    res = run_role_check(tmp_path, env_with_venv, "mlflow_server", {**GOOD, **extra})
-    out = res.stdout + res.stderr
-    assert res.returncode != 0, out
-    assert variable in failure_messages(out), f"the failure message does not name {variable}:\n{out}"
-    assert FIRST_TASK_AFTER_VALIDATION not in out, f"tasks after validation ran:\n{out}"
-    assert not re.search(r"^changed: \[", out, re.M), out
-    assert re.search(r"localhost\s+: ok=\d+\s+changed=0", out), out
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory, env_with_venv):
+    """Every case's host, all in one run."""
+    cases = {case: ("mlflow_server", {**GOOD, **extra}) for case, extra, _ in CASES}
+    cases |= {case: ("mlflow_server", variables) for case, variables in CONTROLS.items()}
+    assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
+    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env_with_venv, role, members))
 
 
-@pytest.mark.parametrize("version", ["", "15", "17", 17])
-def test_good_db_server_versions_pass_validation(tmp_path, env_with_venv, version):
+def failure_messages(host):
+    """The host's failure messages alone: every check's task title names its variable, so the
+    host's whole output would name it even when another check failed."""
+    return "\n".join(msg for msg, _ in host.failures())
+
+
+@pytest.mark.parametrize("case,variable", [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_variable_fails_in_validation(hosts, case, variable):
+    host = hosts[case]
+    assert host.failed, host
+    assert variable in failure_messages(host), f"the failure message does not name {variable}:\n{host}"
+    assert not host.ran(FIRST_TASK_AFTER_VALIDATION), f"tasks after validation ran:\n{host}"
+    assert not host.changed, host
+    assert host.stats["changed"] == 0, host
+
+
+@pytest.mark.parametrize("version", GOOD_DB_SERVER_VERSIONS)
+def test_good_db_server_versions_pass_validation(hosts, version):
     """Empty (unknown) and a major version, as a string or a number, pass to the OS check."""
-    res = run_role_check(tmp_path, env_with_venv, "mlflow_server", {**GOOD, "mlflow_server_db_server_version": version})
-    out = res.stdout + res.stderr
-    assert "mlflow_server supports Debian 12/13 and Amazon Linux 2023" in out, out
+    host = hosts[f"good-db-server-version-{GOOD_DB_SERVER_VERSIONS.index(version)}"]
+    assert "mlflow_server supports Debian 12/13 and Amazon Linux 2023" in host.text(), host
 
 
-def test_good_variables_pass_validation(tmp_path, env_with_venv):
+def test_good_variables_pass_validation(hosts):
     """Control case: the same play with good variables gets past argument_specs and the
     value checks, and stops only at the OS check (no facts were gathered)."""
-    res = run_role_check(tmp_path, env_with_venv, "mlflow_server", GOOD)
-    out = res.stdout + res.stderr
-    assert "mlflow_server supports Debian 12/13 and Amazon Linux 2023" in out, out
-    assert FIRST_TASK_AFTER_VALIDATION not in out
+    host = hosts["good"]
+    assert "mlflow_server supports Debian 12/13 and Amazon Linux 2023" in host.text(), host
+    assert not host.ran(FIRST_TASK_AFTER_VALIDATION), host
