@@ -86,7 +86,7 @@ CASES = {
     "endpoint_url_ftp": ({"mlflow_aws_endpoint_url": "ftp://127.0.0.1"}, "mlflow_aws_endpoint_url must be"),
     "tags_reserved_prefix": ({"mlflow_aws_tags": {"aws:owner": "me"}}, "mlflow_aws_tags must"),
     "tags_bad_value": ({"mlflow_aws_tags": {"team": "a<b>"}}, "mlflow_aws_tags must"),
-    "tags_not_a_dict": ({"mlflow_aws_tags": "team=ml"}, "mlflow_aws_tags"),
+    "tags_not_a_dict": ({"mlflow_aws_tags": "team=ml"}, "mlflow_aws_tags must"),
     "network_mode_choice": ({"aws_network_mode": "magic"}, "aws_network_mode"),
     # Syntax (issue 11, Inputs): the message itself, not a task title, names the variable; a trailing
     # newline no longer slips through a pattern's end ($ matched before it, \Z does not).
@@ -211,7 +211,7 @@ def test_role_alone_gets_the_collection_wide_defaults(tmp_path):
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
         good = run_role_check(tmp_path, env, "aws_network", {"mlflow_aws_region": "eu-west-1", "mlflow_aws_endpoint_url": endpoint})
     out = good.stdout + good.stderr
-    assert "mlflow_aws.mlflow._common : Check mlflow_aws_region" in out, out[-3000:]
+    assert "mlflow_aws.mlflow._common : Check the collection-wide inputs" in out, out[-3000:]
     assert "Validating arguments against arg spec 'main' - Network" in out, out[-3000:]
     assert good.returncode != 0 and "undefined" not in out, out[-3000:]
     # The request's signature names the region and service module_defaults gave it.
