@@ -25,7 +25,9 @@ What a batch changes for a case, and how it is kept equal to a run of its own:
 """
 
 import json
+import os
 import re
+import socket
 import subprocess
 import textwrap
 from functools import cached_property
@@ -60,6 +62,40 @@ SINGLE_HOST_VALUES = {
 }
 PER_PLAY = re.compile(r"\b(ansible_play_hosts|ansible_play_hosts_all|ansible_play_batch|play_hosts)\b|\bgroups\s*[\[.|]")
 PER_PLAY_KEYWORDS = ("run_once", "delegate_to", "any_errors_fatal", "max_fail_percentage", "serial", "throttle")
+
+
+def closed_port():
+    """A loopback port nothing listens on: an AWS call there fails at once, differently from a
+    validation failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline_aws_env(path=None):
+    """The venv's ansible, dummy AWS credentials, no config files, instance metadata off and a
+    dead proxy: nothing these runs do can reach AWS."""
+    env = dict(os.environ)
+    env["PATH"] = path or (str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", ""))
+    env.update(
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true",
+        HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+def playbook_variables(extra_vars, port):
+    """Good connection settings for provision.yml / configure.yml, the endpoint on `port`, with
+    the case's variables over them. Direct SSH: the Session Manager tools, checked in the same
+    validation play, are covered by their own test."""
+    return {
+        "mlflow_deployment_name": "validation",
+        "mlflow_aws_region": "eu-west-1",
+        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{port}",
+        "mlflow_ssh_proxy_command": "",
+    } | extra_vars
 
 
 def run_role_check(tmp_path, env, role, variables):

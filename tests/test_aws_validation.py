@@ -8,53 +8,15 @@ own (tests/rolecheck.py: the copy of provision.yml it runs targets every host in
 localhost), and each test checks its own host's results.
 """
 
-import os
 import socket
 import threading
 from pathlib import Path
 
 import pytest
-from rolecheck import Batches, run_playbook_batch, run_role_check
+from rolecheck import Batches, closed_port, offline_aws_env, playbook_variables, run_playbook_batch, run_role_check
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVISION_PLAY = "PLAY [Provision the MLflow deployment on AWS]"
-
-
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def provision_env():
-    env = dict(os.environ)
-    env["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", "")
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_FORCE_COLOR="0",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-        AWS_EC2_METADATA_DISABLED="true",
-        HTTPS_PROXY="http://127.0.0.1:9",
-        HTTP_PROXY="http://127.0.0.1:9",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    return env
-
-
-def provision_variables(extra_vars, port):
-    base = {
-        "mlflow_deployment_name": "validation",
-        "mlflow_aws_region": "eu-west-1",
-        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{port}",
-        # Direct SSH: the Session Manager tools (checked in the same validation play) are not
-        # what these tests are about; tests/test_connection_validation.py covers them.
-        "mlflow_ssh_proxy_command": "",
-    }
-    base.update(extra_vars)
-    return base
 
 
 CASES = {
@@ -133,12 +95,12 @@ CONTROLS = {
 def hosts(tmp_path_factory):
     """Every case's and control's host, in one run of provision.yml (a closed port as the endpoint)."""
     port = closed_port()
-    cases = {case: ("provision", provision_variables(extra, port)) for case, (extra, _) in CASES.items()}
-    cases |= {case: ("provision", provision_variables(extra, port)) for case, extra in CONTROLS.items()}
+    cases = {case: ("provision", playbook_variables(extra, port)) for case, (extra, _) in CASES.items()}
+    cases |= {case: ("provision", playbook_variables(extra, port)) for case, extra in CONTROLS.items()}
     assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
     aws_roles = sorted(p.name for p in (ROOT / "roles").glob("aws_*"))
     return Batches(tmp_path_factory, cases, lambda workdir, _, members: run_playbook_batch(
-        workdir, provision_env(), "playbooks/provision.yml", members, roles=aws_roles,
+        workdir, offline_aws_env(), "playbooks/provision.yml", members, roles=aws_roles,
         task_files=[ROOT / "playbooks" / "tasks" / "validate_connection.yml"]))
 
 
@@ -181,7 +143,7 @@ def test_role_alone_gets_the_collection_wide_defaults(tmp_path):
     A bad region fails in _common's check; a good one passes validation (and the role's own
     argument_specs) and the role's first AWS call goes to mlflow_aws_endpoint_url: a loopback
     listener that accepts the connection and closes it."""
-    env = provision_env()
+    env = offline_aws_env()
     bad = run_role_check(tmp_path, env, "aws_network", {"mlflow_aws_region": "Ireland"})
     assert bad.returncode != 0 and "mlflow_aws_region must be" in bad.stdout + bad.stderr, (bad.stdout + bad.stderr)[-3000:]
 

@@ -11,51 +11,21 @@ checks its own host's results.
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from rolecheck import Batches, run_playbook_batch
+from rolecheck import Batches, closed_port, offline_aws_env, playbook_variables, run_playbook_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 FIND_TASK = "TASK [Find the running server instances"
 PROVISION_PLAY = "PLAY [Provision the MLflow deployment on AWS]"
 
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def environment(path=None):
-    env = dict(os.environ)
-    env["PATH"] = path or (str(ROOT / ".venv" / "bin") + os.pathsep + env.get("PATH", ""))
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true",
-        HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
-    )
-    return env
-
-
-def variables(extra_vars, port):
-    base = {
-        "mlflow_deployment_name": "validation",
-        "mlflow_aws_region": "eu-west-1",
-        "mlflow_aws_endpoint_url": f"http://127.0.0.1:{port}",
-        "mlflow_ssh_proxy_command": "",
-    }
-    base.update(extra_vars)
-    return base
-
-
 def run(playbook, extra_vars, path=None):
     res = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), playbook, "-e", json.dumps(variables(extra_vars, closed_port()))],
-        cwd=ROOT, env=environment(path), text=True, capture_output=True, timeout=300,
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), playbook, "-e", json.dumps(playbook_variables(extra_vars, closed_port()))],
+        cwd=ROOT, env=offline_aws_env(path), text=True, capture_output=True, timeout=300,
     )
     return res.returncode, res.stdout + res.stderr
 
@@ -83,14 +53,14 @@ def hosts(tmp_path_factory):
     """Every case's host: those of configure.yml (and the good settings) in one run of it, those
     of provision.yml in another, with the inventory's groups (empty, as before any host is found)."""
     port = closed_port()
-    cases = {f"configure:{case}": ("playbooks/configure.yml", variables(CASES[case][0], port)) for case in CASES}
-    cases["configure:good"] = ("playbooks/configure.yml", variables(GOOD_SETTINGS, port))
-    cases |= {f"provision:{case}": ("playbooks/provision.yml", variables(CASES[case][0], port)) for case in PROVISION_CASES}
+    cases = {f"configure:{case}": ("playbooks/configure.yml", playbook_variables(CASES[case][0], port)) for case in CASES}
+    cases["configure:good"] = ("playbooks/configure.yml", playbook_variables(GOOD_SETTINGS, port))
+    cases |= {f"provision:{case}": ("playbooks/provision.yml", playbook_variables(CASES[case][0], port)) for case in PROVISION_CASES}
     # What the two playbooks validate with before their first AWS call.
     validation = {"roles": sorted(p.name for p in (ROOT / "roles").glob("aws_*")),
                   "task_files": [ROOT / "playbooks" / "tasks" / "validate_connection.yml"]}
     return Batches(tmp_path_factory, cases, lambda workdir, playbook, members: run_playbook_batch(
-        workdir, environment(), playbook, members, groups=["mlflow_servers", "mlflow_database_standin"], **validation))
+        workdir, offline_aws_env(), playbook, members, groups=["mlflow_servers", "mlflow_database_standin"], **validation))
 
 
 def assert_rejected(host, case, first_change):
