@@ -304,3 +304,8 @@ class Batches:
 
     def __getitem__(self, case):
         return self.batch(case).host(case)
+
+
+def role_batches(tmp_path_factory, env, cases):
+    """Batches of {case id: (role, variables)}, one run_role_batch per role."""
+    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env, role, members))

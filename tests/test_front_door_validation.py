@@ -8,7 +8,7 @@ checks its own host's results.
 """
 
 import pytest
-from rolecheck import Batches, run_role_batch
+from rolecheck import role_batches
 
 
 GOOD = {
@@ -109,7 +109,7 @@ def hosts(tmp_path_factory, env_with_venv):
     """Every case's host, the cases of one role in one run."""
     cases = {case: (role, {**GOOD[role], **extra}) for case, role, extra, _ in CASES} | CONTROLS
     assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
-    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env_with_venv, role, members))
+    return role_batches(tmp_path_factory, env_with_venv, cases)
 
 
 @pytest.mark.parametrize("case,role,variable", [(c[0], c[1], c[3]) for c in CASES], ids=[c[0] for c in CASES])

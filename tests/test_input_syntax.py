@@ -20,7 +20,7 @@ which the controls leave empty so that no AWS call is ever made).
 
 import pytest
 from pins import MLFLOW_VERSION
-from rolecheck import Batches, run_role_batch
+from rolecheck import role_batches
 
 SECRETS = {
     "db": "a-db-password",
@@ -342,7 +342,7 @@ def hosts(tmp_path_factory, env_with_venv):
     """Every case's and control's host, those of one role in one run."""
     cases = {case: (role, {**GOOD[role], **extra}) for case, role, extra, *_ in CASES + CONTROLS}
     assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
-    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env_with_venv, role, members))
+    return role_batches(tmp_path_factory, env_with_venv, cases)
 
 
 @pytest.mark.parametrize("case,role", [c[:2] for c in CONTROLS], ids=[c[0] for c in CONTROLS])

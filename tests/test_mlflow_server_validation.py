@@ -8,7 +8,7 @@ host's results.
 """
 
 import pytest
-from rolecheck import Batches, run_role_batch
+from rolecheck import role_batches
 
 
 GOOD = {
@@ -60,7 +60,7 @@ def hosts(tmp_path_factory, env_with_venv):
     cases = {case: ("mlflow_server", {**GOOD, **extra}) for case, extra, _ in CASES}
     cases |= {case: ("mlflow_server", variables) for case, variables in CONTROLS.items()}
     assert len(cases) == len(CASES) + len(CONTROLS), "two cases have the same id"
-    return Batches(tmp_path_factory, cases, lambda workdir, role, members: run_role_batch(workdir, env_with_venv, role, members))
+    return role_batches(tmp_path_factory, env_with_venv, cases)
 
 
 def failure_messages(host):
