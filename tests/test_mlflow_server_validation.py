@@ -42,6 +42,10 @@ CASES = [
     ("db-server-version-injection", {"mlflow_server_db_server_version": "17; rm -rf /"}, "mlflow_server_db_server_version"),
     ("db-server-version-list", {"mlflow_server_db_server_version": ["17"]}, "mlflow_server_db_server_version"),
     ("budget-too-small", {"mlflow_server_db_connection_budget": 1, "mlflow_server_workers": 2}, "mlflow_server_db_connection_budget"),
+    # auto workers (1 here) with 3 engines x (pool 1 + overflow 1) need 6.
+    ("budget-too-small-for-one-worker", {"mlflow_server_db_connection_budget": 5}, "mlflow_server_db_connection_budget"),
+    # MLflow reads 0 as unset, and SQLAlchemy then allows 10.
+    ("max-overflow-zero", {"mlflow_server_db_max_overflow": 0}, "mlflow_server_db_max_overflow"),
 ]
 
 # The first task after validation: it must never run for a bad variable.
@@ -51,7 +55,11 @@ FIRST_TASK_AFTER_VALIDATION = "Load the variables of this OS"
 GOOD_DB_SERVER_VERSIONS = ["", "15", "17", 17]
 # Control cases: good variables, which must get past validation to the OS check.
 CONTROLS = {"good": GOOD} | {f"good-db-server-version-{i}": {**GOOD, "mlflow_server_db_server_version": version}
-                             for i, version in enumerate(GOOD_DB_SERVER_VERSIONS)}
+                             for i, version in enumerate(GOOD_DB_SERVER_VERSIONS)} | {
+    # The smallest budget auto sizing fits in: 1 worker x 3 engines x (pool 1 + overflow 1).
+    "good-smallest-budget": {**GOOD, "mlflow_server_db_connection_budget": 6},
+    "good-max-overflow-one": {**GOOD, "mlflow_server_db_max_overflow": 1},
+}
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ SERVER_CACHE_S = 30  # mlflow_server_auth_cache_ttl_seconds (role default)
 MARGIN_S = 10        # scheduling slack on a loaded 2-core test machine
 # Enough requests that each of the server's workers (4 on the scenario's host) answers some.
 ROUNDS = 16
-PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response']"
+PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response', '_authenticate_cached']"
 
 
 class Client:
@@ -60,22 +60,28 @@ def newcomer(base, ca, creds):
 
 def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
     """The module is imported at each worker's first permission check; each says which lookups it
-    caches, and with the pinned MLflow none is left out (a version the module was not written for
-    leaves the mismatching ones out and logs a warning)."""
+    caches and that metrics are written in bulk, and with the pinned MLflow none is left out (a
+    version the modules were not written for leaves the mismatching ones out and logs a warning)."""
     admin = Client(base, ca, ("admin", creds["admin"]))
     for _ in range(ROUNDS):
         admin.ok("GET", "/api/2.0/mlflow/experiments/search", params={"max_results": 1})
     ini = host.file("/etc/mlflow/basic_auth.ini").content_string
     assert "authorization_function = mlflow_aws_authcache:authenticate" in ini
-    module = host.file("/opt/mlflow/lib/mlflow_aws_authcache.py")
-    assert (module.user, module.group, module.mode) == ("root", "root", 0o644)
+    for name in ("mlflow_aws_authcache.py", "mlflow_aws_metricwrites.py"):
+        module = host.file(f"/opt/mlflow/lib/{name}")
+        assert (module.user, module.group, module.mode) == ("root", "root", 0o644), name
+    env = dict(line.split("=", 1) for line in host.check_output("grep -E '^MLFLOW_(SQLALCHEMYSTORE|AWS)_' /etc/mlflow/mlflow.env").split())
+    pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
+    slots = int(env["MLFLOW_AWS_REQUEST_SLOTS"].strip('"'))
+    assert overflow >= 1 and slots == max((pool + overflow) // 2, 1), env
     invocation = host.check_output("systemctl show -p InvocationID --value mlflow")
     journal = host.check_output(f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat"
                                 " | grep aws_authcache || true")
     lines = journal.splitlines()
     assert lines, "no worker logged the lookup cache since the server started"
     assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s, "
-               "TCP_NODELAY on 1 listening socket(s)" in line for line in lines), lines
+               f"TCP_NODELAY on 1 listening socket(s), metric writes: bulk insert, parsed once, request slots {slots}"
+               in line for line in lines), lines
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 
 

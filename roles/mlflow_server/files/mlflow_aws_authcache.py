@@ -15,13 +15,25 @@ protobuf to withhold model links the user may not see (14 % of a search_runs of 
 This module caches the two facts those lookups produce, per worker process:
 
 * run id -> experiment id, LRU, no expiry: MLflow has no API that moves a run to another
-  experiment, so the answer cannot go stale. Only a successful lookup is cached.
+  experiment, so the answer cannot go stale. Only a successful lookup is cached. A miss reads the
+  run's row alone (the store's own ``_get_run``: one query, the same scoping and the same
+  not-found answer) instead of the whole run.
 * username -> (user id, admin flag), for ``auth_cache_ttl_seconds`` (the credential cache's
   window): an admin flag taken away, or a user deleted, is seen within that window, as
   MLflow documents for the credential cache itself; at once on the worker that handled the
   change (MLflow's own invalidation of the credential cache drops it here too).
 
 It skips the parse when the response holds none of the model-link keys (nothing to withhold).
+
+Credential checks get a single flight: MLflow's credential cache (``_authenticate_cached``) lets
+every request of a credential that arrives while its first verification runs verify it again
+(profiled under 16 writers: 24 % of the request time was scrypt on such misses, since each entry
+expires at the end of the window and CPU contention makes the verification window longer). Here the
+requests of one credential verify one at a time: the first fills MLflow's cache, the others then
+find it there. A wrong password is still verified on each request, but one at a time per worker,
+so one bad credential cannot hold more than one core of it. Different credentials verify in
+parallel, as before.
+
 Transport, while it is here (the one module of ours that runs in each worker): uvicorn's workers
 accept on a socket rebuilt from their supervisor's, without TCP_NODELAY, and asyncio only sets it
 on sockets it knows to be TCP; a response written in two parts (headers, body) then waits for the
@@ -32,6 +44,15 @@ connections accepted afterwards inherit, and on those it has already accepted.
 The grants (who may do what) are still read on every request: a granted or revoked permission
 takes effect at the next request. Each patch is made only if the function it replaces is the
 one this module was written against; otherwise the server runs without it and says so.
+
+Request slots, while it is here: with MLFLOW_AWS_REQUEST_SLOTS=N it lets at most N requests at a
+time into the worker's Flask app (``gate_requests``: why, below), N being half the worker's
+database pool, so that MLflow's sessions inside sessions cannot exhaust it.
+
+Metric writes, while it is here: with MLFLOW_AWS_FAST_METRIC_WRITES=true in the environment
+(mlflow_server_fast_metric_writes), it installs ``mlflow_aws_metricwrites`` (the module next to
+this one), which inserts a batch's metrics without an ORM object per metric and parses a request
+body once where basic-auth and the handler both parse it.
 
 Configured as basic-auth's ``authorization_function`` (basic_auth.ini): MLflow imports this
 module in each worker before its first permission check, and ``authenticate`` is MLflow's own
@@ -48,6 +69,7 @@ import zlib
 from cachetools import LRUCache, TTLCache
 
 import mlflow.server.auth as _auth
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 # A child of MLflow's logger: its handler writes to the journal.
 _logger = logging.getLogger("mlflow.aws_authcache")
@@ -63,7 +85,11 @@ EXPECTED = {
     "resolve_permissions": 0x9EF01F86,
     "_invalidate_user_auth_cache": 0xBAF3711D,
     "_redact_run_response": 0x8893AD74,
+    "_authenticate_cached": 0xF616F979,
 }
+# Used, not replaced: the one-row lookup of a run (SqlAlchemyStore._get_run without eager loading).
+# With another version's source, a run's first permission check reads the whole run, as MLflow does.
+EXPECTED_STORE_GET_RUN = 0x28004045
 # The JSON keys of the model links that _redact_run_response may withhold (proto field names and
 # their camelCase form). A response without any of them has nothing to withhold.
 MODEL_LINK_KEYS = tuple(f'"{key}"'.encode() for key in
@@ -71,6 +97,11 @@ MODEL_LINK_KEYS = tuple(f'"{key}"'.encode() for key in
 
 _lock = threading.Lock()
 _run_experiment = LRUCache(maxsize=RUN_CACHE_SIZE)
+_one_row_lookup = False  # set by _install when SqlAlchemyStore._get_run is the expected one
+# Credential-cache key -> [lock, number of requests holding or waiting for it]; an entry lives only
+# while a request of that credential is checking it, so the map holds no more than the requests
+# in flight.
+_flights = {}
 _ttl = max(0, int(getattr(_auth.auth_config, "auth_cache_ttl_seconds", 0) or 0))
 _user_facts = TTLCache(maxsize=USER_CACHE_SIZE, ttl=_ttl) if _ttl else None
 _originals = {}
@@ -86,15 +117,29 @@ def authenticate():
     return _auth.authenticate_request_basic_auth()
 
 
+def experiment_of_run(run_id):
+    """The experiment id of a run, from the run's row alone; MLflow's RESOURCE_DOES_NOT_EXIST
+    when there is no such run (in this workspace)."""
+    store = _auth._get_tracking_store()
+    with store.ManagedSessionMaker() as session:
+        return str(store._get_run(session=session, run_uuid=run_id).experiment_id)
+
+
 def _run_requirement(run_id, action):
     with _lock:
         experiment_id = _run_experiment.get(run_id)
     if experiment_id is None:
-        resolved = _originals["_run_requirement"](run_id, action)
-        if resolved is not None:
-            with _lock:
-                _run_experiment[run_id] = resolved[0][1]
-        return resolved
+        if not (_one_row_lookup and isinstance(_auth._get_tracking_store(), SqlAlchemyStore)):
+            resolved = _originals["_run_requirement"](run_id, action)
+            if resolved is not None:
+                with _lock:
+                    _run_experiment[run_id] = resolved[0][1]
+            return resolved
+        experiment_id = _auth._fetch_or_none(experiment_of_run, run_id)
+        if experiment_id is None:
+            return None
+        with _lock:
+            _run_experiment[run_id] = experiment_id
     # What the original builds from run.info.experiment_id (the front_door tests check the decisions).
     experiment = (_auth.RESOURCE_TYPE_EXPERIMENT, experiment_id)
     return experiment, [
@@ -136,6 +181,29 @@ def _invalidate_user_auth_cache(username):
         _user_facts.pop(username, None)
 
 
+def _authenticate_cached(username, password):
+    """MLflow's, with the requests of one credential verifying it one at a time (a single flight):
+    the original looks in its cache first, so those that waited find what the first one put there."""
+    if _auth._USER_AUTH_CACHE is None:
+        return _originals["_authenticate_cached"](username, password)
+    key = _auth._auth_cache_key(username, password)
+    with _auth._USER_AUTH_CACHE_LOCK:
+        cached = _auth._USER_AUTH_CACHE.get(key)
+    if cached is not None:
+        return cached
+    with _lock:
+        flight = _flights.setdefault(key, [threading.Lock(), 0])
+        flight[1] += 1
+    try:
+        with flight[0]:
+            return _originals["_authenticate_cached"](username, password)
+    finally:
+        with _lock:
+            flight[1] -= 1
+            if not flight[1]:
+                del _flights[key]
+
+
 def _redact_run_response(resp, response_message, runs_of):
     if not any(key in resp.get_data() for key in MODEL_LINK_KEYS):
         return None
@@ -168,13 +236,41 @@ def nodelay_listeners():
     return listeners
 
 
+def gate_requests(app, slots):
+    """Let at most `slots` requests at a time into the Flask app of this worker; the others wait
+    their turn (no timeout: the front door's timeouts bound the wait).
+
+    MLflow's store opens sessions inside sessions (log_batch holds the run's session while it
+    writes the params and the metrics in sessions of their own): a request can hold two
+    connections of a worker's pool at once. With more requests in a worker than half its pool
+    (pool + overflow), each can hold one connection and wait for a second that never frees:
+    they wait out SQLAlchemy's pool timeout (30 s) and fail with "QueuePool limit ... reached"
+    (a 400 to the client). Measured with 16 and 32 writers on 4 workers of 4 connections each:
+    7 and 10 failed runs in 30 s, and 30 s stalls. With slots = (pool + overflow) // 2 that cannot
+    happen. Returns whether the app was gated now (False: it already was)."""
+    if getattr(app.wsgi_app, "_mlflow_aws_slots", None):
+        return False
+    inner = app.wsgi_app
+    slot = threading.BoundedSemaphore(slots)
+
+    def wsgi_app(environ, start_response):
+        with slot:
+            return inner(environ, start_response)
+
+    wsgi_app._mlflow_aws_slots = slots
+    app.wsgi_app = wsgi_app
+    return True
+
+
 def _install():
+    global _one_row_lookup
     replacements = {
         "_run_requirement": _run_requirement,
         "sender_is_admin": sender_is_admin,
         "resolve_permissions": resolve_permissions,
         "_invalidate_user_auth_cache": _invalidate_user_auth_cache,
         "_redact_run_response": _redact_run_response,
+        "_authenticate_cached": _authenticate_cached,
     }
     if _user_facts is None:
         # No credential cache window configured: user facts would be read every time anyway.
@@ -196,11 +292,35 @@ def _install():
         _originals[name] = current
         setattr(_auth, name, replacement)
         STATUS["patched"].append(name)
+    crc = source_crc(SqlAlchemyStore._get_run)
+    _one_row_lookup = crc == EXPECTED_STORE_GET_RUN
+    if not _one_row_lookup:
+        STATUS["skipped"]["SqlAlchemyStore._get_run"] = f"source differs (crc32 {crc:#010x})"
     STATUS["nodelay_listeners"] = nodelay_listeners()
+    STATUS["request_slots"] = int(os.environ.get("MLFLOW_AWS_REQUEST_SLOTS", "0") or 0)
+    if STATUS["request_slots"] > 0:
+        from mlflow.server import app as flask_app
+
+        gate_requests(flask_app, STATUS["request_slots"])
+    if os.environ.get("MLFLOW_AWS_FAST_METRIC_WRITES", "false") == "true":
+        import mlflow_aws_metricwrites  # installed next to this module by the role
+
+        done = []
+        for what, install in (("bulk insert", mlflow_aws_metricwrites.install),
+                              ("parsed once", mlflow_aws_metricwrites.install_parse_once)):
+            replaced, why = install()
+            if replaced:
+                done.append(what)
+            else:
+                STATUS["skipped"][what] = why
+        STATUS["metric_writes"] = ", ".join(done) or "MLflow's"
+    else:
+        STATUS["metric_writes"] = "MLflow's (mlflow_server_fast_metric_writes is off)"
     level = logging.WARNING if STATUS["skipped"] else logging.INFO
     _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s, "
-                "TCP_NODELAY on %d listening socket(s)", STATUS["patched"], STATUS["skipped"], _ttl,
-                STATUS["nodelay_listeners"])
+                "TCP_NODELAY on %d listening socket(s), metric writes: %s, request slots %s", STATUS["patched"],
+                STATUS["skipped"], _ttl, STATUS["nodelay_listeners"], STATUS["metric_writes"],
+                STATUS["request_slots"] or "unlimited")
 
 
 _install()
