@@ -21,7 +21,7 @@ SERVER_CACHE_S = 30  # mlflow_server_auth_cache_ttl_seconds (role default)
 MARGIN_S = 10        # scheduling slack on a loaded 2-core test machine
 # Enough requests that each of the server's workers (4 on the scenario's host) answers some.
 ROUNDS = 16
-PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response', '_authenticate_cached']"
+PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response', '_authenticate_cached', 'redact_metric_history_model_ids']"
 
 
 class Client:

@@ -23,7 +23,9 @@ This module caches the two facts those lookups produce, per worker process:
   MLflow documents for the credential cache itself; at once on the worker that handled the
   change (MLflow's own invalidation of the credential cache drops it here too).
 
-It skips the parse when the response holds none of the model-link keys (nothing to withhold).
+It skips the parse when the response holds none of the model-link keys (nothing to withhold);
+also for get_metric_history, whose redaction parses the whole history back into protobuf only to
+clear metrics' model ids (9.5 % of a busy worker's time under 4 readers of 50-step histories).
 
 Credential checks get a single flight: MLflow's credential cache (``_authenticate_cached``) lets
 every request of a credential that arrives while its first verification runs verify it again
@@ -86,7 +88,10 @@ EXPECTED = {
     "_invalidate_user_auth_cache": 0xBAF3711D,
     "_redact_run_response": 0x8893AD74,
     "_authenticate_cached": 0xF616F979,
+    "redact_metric_history_model_ids": 0x974F4F65,
 }
+# The after-request handlers are looked up in these tables (filled at import), not by name.
+HANDLER_TABLES = ("AFTER_REQUEST_PATH_HANDLERS", "AFTER_REQUEST_HANDLERS", "PARAMETERIZED_AFTER_REQUEST_HANDLERS")
 # Used, not replaced: the one-row lookup of a run (SqlAlchemyStore._get_run without eager loading).
 # With another version's source, a run's first permission check reads the whole run, as MLflow does.
 EXPECTED_STORE_GET_RUN = 0x28004045
@@ -210,6 +215,22 @@ def _redact_run_response(resp, response_message, runs_of):
     return _originals["_redact_run_response"](resp, response_message, runs_of)
 
 
+def redact_metric_history_model_ids(resp):
+    # Withholds only metrics' model_id: a response without the key has none to withhold.
+    if not any(key in resp.get_data() for key in MODEL_LINK_KEYS):
+        return None
+    return _originals["redact_metric_history_model_ids"](resp)
+
+
+def _in_handler_tables(original, replacement):
+    """Put `replacement` wherever basic-auth's after-request tables hold `original`."""
+    for table in HANDLER_TABLES:
+        handlers = getattr(_auth, table, {})
+        for key, handler in list(handlers.items()):
+            if handler is original:
+                handlers[key] = replacement
+
+
 def nodelay_listeners():
     """TCP_NODELAY on every TCP socket of this process: the listening one (connections accepted
     later inherit it) and those already accepted (the connection of the request importing this).
@@ -271,6 +292,7 @@ def _install():
         "_invalidate_user_auth_cache": _invalidate_user_auth_cache,
         "_redact_run_response": _redact_run_response,
         "_authenticate_cached": _authenticate_cached,
+        "redact_metric_history_model_ids": redact_metric_history_model_ids,
     }
     if _user_facts is None:
         # No credential cache window configured: user facts would be read every time anyway.
@@ -291,6 +313,7 @@ def _install():
             continue
         _originals[name] = current
         setattr(_auth, name, replacement)
+        _in_handler_tables(current, replacement)
         STATUS["patched"].append(name)
     crc = source_crc(SqlAlchemyStore._get_run)
     _one_row_lookup = crc == EXPECTED_STORE_GET_RUN
