@@ -8,6 +8,7 @@ a wrong password is never cached). Its verification counts how many run, and how
 The deployed module, with the real MLflow, is checked in molecule/front_door (test_lookup_cache).
 """
 
+import contextlib
 import hashlib
 import importlib.util
 import sys
@@ -162,24 +163,61 @@ def test_with_mlflow_s_cache_off_each_request_verifies_as_mlflow_does(authcache)
     assert auth.verified == 4
 
 
-def test_request_slots_let_in_that_many_requests_at_a_time(authcache):
-    """gate_requests: with 2 slots, 8 concurrent requests run 2 at a time, and all are answered."""
+class StandInTrackingStore:
+    """A pool of 4 connections and MLflow's sessions inside sessions: a log_batch-like request holds
+    its outer session's connection while it opens an inner one. A connection not had within the
+    pool timeout is a failure (SQLAlchemy's "QueuePool limit ... reached")."""
+
+    POOL, TIMEOUT_S = 4, 1.0
+
+    def __init__(self):
+        self.pool = threading.BoundedSemaphore(self.POOL)
+        self.failures = 0
+        self.in_use = 0
+        self.most_in_use = 0
+        self._lock = threading.Lock()
+        self.ManagedSessionMaker = self._managed_session
+
+    @contextlib.contextmanager
+    def _managed_session(self, read_only=True):
+        if not self.pool.acquire(timeout=self.TIMEOUT_S):
+            with self._lock:
+                self.failures += 1
+            raise TimeoutError("QueuePool limit reached")
+        with self._lock:
+            self.in_use += 1
+            self.most_in_use = max(self.most_in_use, self.in_use)
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self.in_use -= 1
+            self.pool.release()
+
+    def log_batch(self, _):
+        try:
+            with self.ManagedSessionMaker(read_only=False):
+                time.sleep(VERIFY_S)  # the run's query; then the writes, each in a session of its own
+                with self.ManagedSessionMaker(read_only=False):
+                    time.sleep(VERIFY_S)
+            return "ok"
+        except TimeoutError:
+            return "failed"
+
+
+def test_without_session_slots_concurrent_nested_sessions_run_the_pool_dry():
+    """The control: what the slots are for. 8 requests that each hold two connections at once, on
+    a pool of 4: some wait out the pool timeout."""
+    store = StandInTrackingStore()
+    assert "failed" in together(store.log_batch, [(n,) for n in range(8)])
+
+
+def test_session_slots_keep_the_pool_from_running_dry(authcache):
+    """gate_sessions with (4 connections) // 2 = 2 slots: the same 8 requests all succeed, never more
+    than 4 connections in use; a slot is taken by the outermost session only."""
     module, _ = authcache
-    running, most = [0], [0]
-    count = threading.Lock()
-
-    def wsgi_app(environ, start_response):
-        with count:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(VERIFY_S)
-        with count:
-            running[0] -= 1
-        return [environ["n"]]
-
-    app = types.SimpleNamespace(wsgi_app=wsgi_app)
-    assert module.gate_requests(app, 2) is True
-    assert module.gate_requests(app, 2) is False, "gated twice"
-    answers = together(app.wsgi_app, [({"n": n}, None) for n in range(8)])
-    assert answers == [[n] for n in range(8)]
-    assert most[0] == 2
+    store = StandInTrackingStore()
+    assert module.gate_sessions(store, StandInTrackingStore.POOL // 2) is True
+    assert module.gate_sessions(store, 2) is False, "gated twice"
+    assert together(store.log_batch, [(n,) for n in range(8)]) == ["ok"] * 8
+    assert store.failures == 0 and store.most_in_use <= StandInTrackingStore.POOL

@@ -72,7 +72,7 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
         assert (module.user, module.group, module.mode) == ("root", "root", 0o644), name
     env = dict(line.split("=", 1) for line in host.check_output("grep -E '^MLFLOW_(SQLALCHEMYSTORE|AWS)_' /etc/mlflow/mlflow.env").split())
     pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
-    slots = int(env["MLFLOW_AWS_REQUEST_SLOTS"].strip('"'))
+    slots = int(env["MLFLOW_AWS_SESSION_SLOTS"].strip('"'))
     assert overflow >= 1 and slots == max((pool + overflow) // 2, 1), env
     invocation = host.check_output("systemctl show -p InvocationID --value mlflow")
     journal = host.check_output(f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat"
@@ -80,7 +80,7 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
     lines = journal.splitlines()
     assert lines, "no worker logged the lookup cache since the server started"
     assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s, "
-               f"TCP_NODELAY on 1 listening socket(s), metric writes: bulk insert, parsed once, request slots {slots}"
+               f"TCP_NODELAY on 1 listening socket(s), metric writes: bulk insert, parsed once, session slots {slots}"
                in line for line in lines), lines
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 

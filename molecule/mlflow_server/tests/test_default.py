@@ -112,7 +112,7 @@ def test_workers_sized(host):
 def test_db_connections_fit_the_budget(host):
     """Every server's workers x engines (tracking, registry, auth) x (pool + overflow) add up to at most
     mlflow_server_db_connection_budget (50) across the group, the pools are not empty, the overflow is
-    not 0 (which MLflow would read as unset: SQLAlchemy's 10), and each worker lets in half its pool."""
+    not 0 (which MLflow would read as unset: SQLAlchemy's 10), and each worker lets half its pool's worth of requests into the store's sessions."""
     if not name(host).endswith("-a"):
         pytest.skip("once for the group")
     total = 0
@@ -120,7 +120,7 @@ def test_db_connections_fit_the_budget(host):
         env = dict(line.split("=", 1) for line in h.check_output(f"grep -E '^MLFLOW_(SQLALCHEMYSTORE|AWS)_' {ENV_FILE}").splitlines())
         pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
         assert pool >= 1 and overflow >= 1
-        assert int(env["MLFLOW_AWS_REQUEST_SLOTS"].strip('"')) == max((pool + overflow) // 2, 1)
+        assert int(env["MLFLOW_AWS_SESSION_SLOTS"].strip('"')) == max((pool + overflow) // 2, 1)
         total += workers_of(h) * 3 * (pool + overflow)
         print(f"{name(h)}: {workers_of(h)} workers x 3 engines x ({pool} + {overflow})")
     assert 0 < total <= 50, total

@@ -47,9 +47,9 @@ The grants (who may do what) are still read on every request: a granted or revok
 takes effect at the next request. Each patch is made only if the function it replaces is the
 one this module was written against; otherwise the server runs without it and says so.
 
-Request slots, while it is here: with MLFLOW_AWS_REQUEST_SLOTS=N it lets at most N requests at a
-time into the worker's Flask app (``gate_requests``: why, below), N being half the worker's
-database pool, so that MLflow's sessions inside sessions cannot exhaust it.
+Session slots, while it is here: with MLFLOW_AWS_SESSION_SLOTS=N it lets at most N requests of the
+worker at a time into the tracking store's sessions (``gate_sessions``: why, below), N being half
+the worker's database pool, so that MLflow's sessions inside sessions cannot exhaust it.
 
 Metric writes, while it is here: with MLFLOW_AWS_FAST_METRIC_WRITES=true in the environment
 (mlflow_server_fast_metric_writes), it installs ``mlflow_aws_metricwrites`` (the module next to
@@ -61,6 +61,7 @@ module in each worker before its first permission check, and ``authenticate`` is
 basic-auth authentication.
 """
 
+import contextlib
 import inspect
 import logging
 import os
@@ -257,29 +258,41 @@ def nodelay_listeners():
     return listeners
 
 
-def gate_requests(app, slots):
-    """Let at most `slots` requests at a time into the Flask app of this worker; the others wait
-    their turn (no timeout: the front door's timeouts bound the wait).
+def gate_sessions(store, slots):
+    """Let at most `slots` requests of this worker at a time into the tracking store's sessions;
+    the others wait before their first query (no timeout: the front door's bounds the wait).
 
-    MLflow's store opens sessions inside sessions (log_batch holds the run's session while it
-    writes the params and the metrics in sessions of their own): a request can hold two
-    connections of a worker's pool at once. With more requests in a worker than half its pool
-    (pool + overflow), each can hold one connection and wait for a second that never frees:
-    they wait out SQLAlchemy's pool timeout (30 s) and fail with "QueuePool limit ... reached"
-    (a 400 to the client). Measured with 16 and 32 writers on 4 workers of 4 connections each:
-    7 and 10 failed runs in 30 s, and 30 s stalls. With slots = (pool + overflow) // 2 that cannot
-    happen. Returns whether the app was gated now (False: it already was)."""
-    if getattr(app.wsgi_app, "_mlflow_aws_slots", None):
+    MLflow's store opens sessions inside sessions (log_batch holds the run's session while it writes
+    the params and the metrics in sessions of their own): a request can hold two connections of a
+    worker's pool at once. With more requests in the store than half its pool (pool + overflow),
+    each can hold one connection and wait for a second that never frees: they wait out SQLAlchemy's
+    pool timeout (30 s) and fail with "QueuePool limit ... reached" (a 400 to the client). Measured
+    with 16 and 32 writers on 4 workers of 4 connections each: 7 and 10 failed runs in 30 s, and 30 s
+    stalls. A slot is taken by a thread's outermost session and given back when it ends, so with
+    slots = (pool + overflow) // 2 the pool cannot run dry, and requests that do not use the store
+    (artifact transfers, a hung S3 call) take none. Returns whether the store was gated now."""
+    if getattr(store.ManagedSessionMaker, "_mlflow_aws_slots", None):
         return False
-    inner = app.wsgi_app
+    inner = store.ManagedSessionMaker
     slot = threading.BoundedSemaphore(slots)
+    depth = threading.local()
 
-    def wsgi_app(environ, start_response):
-        with slot:
-            return inner(environ, start_response)
+    @contextlib.contextmanager
+    def managed_session(*args, **kwargs):
+        outermost = not getattr(depth, "n", 0)
+        if outermost:
+            slot.acquire()
+        depth.n = getattr(depth, "n", 0) + 1
+        try:
+            with inner(*args, **kwargs) as session:
+                yield session
+        finally:
+            depth.n -= 1
+            if outermost:
+                slot.release()
 
-    wsgi_app._mlflow_aws_slots = slots
-    app.wsgi_app = wsgi_app
+    managed_session._mlflow_aws_slots = slots
+    store.ManagedSessionMaker = managed_session
     return True
 
 
@@ -320,17 +333,22 @@ def _install():
     if not _one_row_lookup:
         STATUS["skipped"]["SqlAlchemyStore._get_run"] = f"source differs (crc32 {crc:#010x})"
     STATUS["nodelay_listeners"] = nodelay_listeners()
-    STATUS["request_slots"] = int(os.environ.get("MLFLOW_AWS_REQUEST_SLOTS", "0") or 0)
-    if STATUS["request_slots"] > 0:
-        from mlflow.server import app as flask_app
-
-        gate_requests(flask_app, STATUS["request_slots"])
+    STATUS["session_slots"] = int(os.environ.get("MLFLOW_AWS_SESSION_SLOTS", "0") or 0)
+    if STATUS["session_slots"] > 0:
+        store = _auth._get_tracking_store()
+        if isinstance(store, SqlAlchemyStore):
+            gate_sessions(store, STATUS["session_slots"])
+        else:
+            STATUS["skipped"]["session slots"] = f"the tracking store is a {type(store).__name__}"
     if os.environ.get("MLFLOW_AWS_FAST_METRIC_WRITES", "false") == "true":
-        import mlflow_aws_metricwrites  # installed next to this module by the role
-
+        try:
+            import mlflow_aws_metricwrites  # installed next to this module by the role
+        except ImportError as exc:  # another MLflow, without what it imports
+            mlflow_aws_metricwrites = None
+            STATUS["skipped"]["metric writes"] = f"not importable: {exc}"
         done = []
         for what, install in (("bulk insert", mlflow_aws_metricwrites.install),
-                              ("parsed once", mlflow_aws_metricwrites.install_parse_once)):
+                              ("parsed once", mlflow_aws_metricwrites.install_parse_once)) if mlflow_aws_metricwrites else ():
             replaced, why = install()
             if replaced:
                 done.append(what)
@@ -341,9 +359,9 @@ def _install():
         STATUS["metric_writes"] = "MLflow's (mlflow_server_fast_metric_writes is off)"
     level = logging.WARNING if STATUS["skipped"] else logging.INFO
     _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s, "
-                "TCP_NODELAY on %d listening socket(s), metric writes: %s, request slots %s", STATUS["patched"],
+                "TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s", STATUS["patched"],
                 STATUS["skipped"], _ttl, STATUS["nodelay_listeners"], STATUS["metric_writes"],
-                STATUS["request_slots"] or "unlimited")
+                STATUS["session_slots"] or "unlimited")
 
 
 _install()
