@@ -71,9 +71,14 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
         module = host.file(f"/opt/mlflow/lib/{name}")
         assert (module.user, module.group, module.mode) == ("root", "root", 0o644), name
     env = dict(line.split("=", 1) for line in host.check_output("grep -E '^MLFLOW_(SQLALCHEMYSTORE|AWS)_' /etc/mlflow/mlflow.env").split())
-    pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
-    slots = int(env["MLFLOW_AWS_SESSION_SLOTS"].strip('"'))
-    assert overflow >= 1 and slots == max((pool + overflow) // 2, 1), env
+    assert env["MLFLOW_AWS_FAST_METRIC_WRITES"] == '"true"', env
+    if "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE" in env:  # PostgreSQL: slots for half of each worker's pool
+        pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
+        slots = int(env["MLFLOW_AWS_SESSION_SLOTS"].strip('"'))
+        assert overflow >= 1 and slots == max((pool + overflow) // 2, 1), env
+    else:  # SQLite (this scenario): no pool, no slots
+        assert "MLFLOW_AWS_SESSION_SLOTS" not in env, env
+        slots = "unlimited"
     invocation = host.check_output("systemctl show -p InvocationID --value mlflow")
     journal = host.check_output(f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat"
                                 " | grep aws_authcache || true")
