@@ -184,19 +184,40 @@ def test_s3_down_tracking_works_artifacts_fail_clearly_then_recover(client_env, 
 
 # --- Drill 5: the disk MLflow spools uploads to is full --------------------------------
 
+# A proxied upload without a Content-Length (chunked), as a client that streams a body of unknown
+# size sends it: the one kind of upload the server still receives into a temporary file.
+CHUNKED_UPLOAD = """
+    import requests
+    run_id, path = sys.argv[1:3]
+    where = client.get_run(run_id).info.artifact_uri[len("mlflow-artifacts:"):].lstrip("/")
+    def body():
+        with open(path, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                yield chunk
+    started = time.monotonic()
+    answer = requests.put(f"{os.environ['MLFLOW_TRACKING_URI']}/api/2.0/mlflow-artifacts/artifacts/{where}/"
+                          f"{os.path.basename(path)}", data=body(), timeout=300,
+                          auth=(os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]),
+                          verify=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    emit(status=answer.status_code, seconds=time.monotonic() - started, body=answer.text[:300])
+"""
 
-def test_full_upload_spool_fails_clearly_and_leaves_nothing(client_env, experiment, tmp_path):
-    """MLflow writes each proxied upload to a temporary file (TMPDIR of the unit) before it
-    sends it to S3 (nginx streams artifact bodies: nothing is buffered in its own
-    client_body_temp_path). A 4 MiB file system there, an 8 MiB upload: the client gets an
-    error at once, the server stays healthy, no partial artifact appears, and uploads work
-    again once there is room."""
+
+def test_full_upload_spool_streamed_uploads_pass_unsized_ones_fail_clearly(client_env, experiment, tmp_path):
+    """The server sends a proxied upload on to S3 while it arrives (mlflow_server_stream_artifact_uploads),
+    so the unit's temporary directory (TMPDIR) is not on its path; nginx streams artifact bodies too.
+    A 4 MiB file system there: an 8 MiB upload of the MLflow client (which sends a Content-Length)
+    goes through as one multipart object and leaves nothing in the spool. A body without a length
+    is still received into a temporary file first, as MLflow does: it gets an error at once, the
+    server stays healthy, no partial artifact appears, and it works again once there is room."""
     before = unit()
     environment = dict(item.split("=", 1) for item in before["Environment"].split() if "=" in item)
     spool = environment.get("TMPDIR", "/tmp")
     pid = before["MainPID"]
     big = tmp_path / "bigger-than-the-spool.bin"
     big.write_bytes(os.urandom(8 * 1024 * 1024))
+    unsized = tmp_path / "unsized.bin"
+    unsized.write_bytes(os.urandom(8 * 1024 * 1024))
     run_id = mlflow_client("emit(run_id=client.create_run(sys.argv[1]).info.run_id)", client_env, experiment)["run_id"]
     mount = in_unit_namespace(pid, "mount", "-t", "tmpfs", "-o", "size=4m,mode=1777", "fault-drill", spool)
     assert mount.returncode == 0, mount.stderr
@@ -204,34 +225,42 @@ def test_full_upload_spool_fails_clearly_and_leaves_nothing(client_env, experime
     try:
         outcome = mlflow_client(ARTIFACT_CALL, client_env, run_id, "upload", big, timeout=300,
                                 MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
-        print(f"spool full ({spool}, 4 MiB), 8 MiB upload: failed={not outcome['ok']} after "
-              f"{outcome['seconds']:.1f} s: {outcome['error'][:300]}")
-        assert not outcome["ok"], outcome
+        print(f"spool full ({spool}, 4 MiB), 8 MiB upload of the MLflow client: ok={outcome['ok']} after "
+              f"{outcome['seconds']:.1f} s {outcome['error'][:300]}")
+        assert outcome["ok"], outcome
+        stored = aws("s3").head_object(Bucket=BUCKET, Key=next(key for key in s3_keys(run_id) if key.endswith(big.name)))
+        assert stored["ContentLength"] == 8 * 1024 * 1024 and stored["ETag"].endswith('-1"'), stored
+
+        outcome = mlflow_client(CHUNKED_UPLOAD, client_env, run_id, unsized, timeout=300)
+        print(f"spool full, 8 MiB upload without a Content-Length: HTTP {outcome['status']} after "
+              f"{outcome['seconds']:.1f} s: {outcome['body'][:200]}")
+        assert outcome["status"] == 500, outcome
         assert outcome["seconds"] < PROMPT, outcome
-        assert "500" in outcome["error"], outcome
         assert front_door_status("/health", auth=False) == 200
         assert front_door_status("/api/2.0/mlflow/experiments/search?max_results=1") == 200
-        # The failed upload's temporary file is gone, and nothing reached S3.
+        # The failed upload's temporary file is gone (and the streamed one never had one), and
+        # nothing of the failed upload reached S3 or the run's artifacts.
         left = in_unit_namespace(pid, "find", spool, "-mindepth", "1")
         assert left.returncode == 0 and left.stdout == "", left.stdout + left.stderr
-        assert s3_keys(run_id) == []
+        assert not [key for key in s3_keys(run_id) if key.endswith(unsized.name)]
         listed = mlflow_client("emit(listed=[f.path for f in client.list_artifacts(sys.argv[1])])",
                                client_env, run_id)["listed"]
-        assert listed == [], listed
+        assert listed == [big.name], listed
+        assert not aws("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads")
         log = journal_since(drill_started)
         assert "No space left on device" in log, log[-3000:]
     finally:
         umount = in_unit_namespace(pid, "umount", spool)
     assert umount.returncode == 0, umount.stderr
     started = time.monotonic()
-    outcome = mlflow_client(ARTIFACT_CALL, client_env, run_id, "upload", big, timeout=300)
-    assert outcome["ok"], outcome
+    outcome = mlflow_client(CHUNKED_UPLOAD, client_env, run_id, unsized, timeout=300)
+    assert outcome["status"] == 200, outcome
     sizes = mlflow_client("emit(sizes={f.path: f.file_size for f in client.list_artifacts(sys.argv[1])})",
                           client_env, run_id)["sizes"]
-    assert sizes == {big.name: 8 * 1024 * 1024}, sizes
+    assert sizes == {big.name: 8 * 1024 * 1024, unsized.name: 8 * 1024 * 1024}, sizes
     now = unit()
     assert (now["MainPID"], now["NRestarts"], now["ActiveState"]) == (before["MainPID"], before["NRestarts"], "active")
-    print(f"spool has room again: the 8 MiB upload took {time.monotonic() - started:.1f} s; "
+    print(f"spool has room again: the unsized 8 MiB upload took {time.monotonic() - started:.1f} s; "
           f"S3 holds {len(s3_keys(run_id))} object(s) for the run")
 
 

@@ -67,11 +67,11 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
         admin.ok("GET", "/api/2.0/mlflow/experiments/search", params={"max_results": 1})
     ini = host.file("/etc/mlflow/basic_auth.ini").content_string
     assert "authorization_function = mlflow_aws_authcache:authenticate" in ini
-    for name in ("mlflow_aws_authcache.py", "mlflow_aws_metricwrites.py"):
+    for name in ("mlflow_aws_authcache.py", "mlflow_aws_metricwrites.py", "mlflow_aws_s3stream.py"):
         module = host.file(f"/opt/mlflow/lib/{name}")
         assert (module.user, module.group, module.mode) == ("root", "root", 0o644), name
     env = dict(line.split("=", 1) for line in host.check_output("grep -E '^MLFLOW_(SQLALCHEMYSTORE|AWS)_' /etc/mlflow/mlflow.env").split())
-    assert env["MLFLOW_AWS_FAST_METRIC_WRITES"] == '"true"', env
+    assert env["MLFLOW_AWS_FAST_METRIC_WRITES"] == env["MLFLOW_AWS_STREAM_UPLOADS"] == '"true"', env
     if "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE" in env:  # PostgreSQL: slots for half of each worker's pool
         pool, overflow = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"].strip('"')), int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"].strip('"'))
         slots = int(env["MLFLOW_AWS_SESSION_SLOTS"].strip('"'))
@@ -85,7 +85,8 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
     lines = journal.splitlines()
     assert lines, "no worker logged the lookup cache since the server started"
     assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s, "
-               f"TCP_NODELAY on 1 listening socket(s), metric writes: bulk insert, parsed once, session slots {slots}"
+               f"TCP_NODELAY on 1 listening socket(s), metric writes: bulk insert, parsed once, session slots {slots}, "
+               "uploads streamed to S3"
                in line for line in lines), lines
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 

@@ -56,6 +56,10 @@ Metric writes, while it is here: with MLFLOW_AWS_FAST_METRIC_WRITES=true in the 
 this one), which inserts a batch's metrics without an ORM object per metric and parses a request
 body once where basic-auth and the handler both parse it.
 
+Artifact uploads, while it is here: with MLFLOW_AWS_STREAM_UPLOADS=true
+(mlflow_server_stream_artifact_uploads), it installs ``mlflow_aws_s3stream``, which sends a proxied
+upload on to S3 as a multipart upload while it arrives instead of after receiving it whole.
+
 Configured as basic-auth's ``authorization_function`` (basic_auth.ini): MLflow imports this
 module in each worker before its first permission check, and ``authenticate`` is MLflow's own
 basic-auth authentication.
@@ -357,11 +361,22 @@ def _install():
         STATUS["metric_writes"] = ", ".join(done) or "MLflow's"
     else:
         STATUS["metric_writes"] = "MLflow's (mlflow_server_fast_metric_writes is off)"
+    STATUS["uploads"] = "spooled to a temporary file (mlflow_server_stream_artifact_uploads is off)"
+    if os.environ.get("MLFLOW_AWS_STREAM_UPLOADS", "false") == "true":
+        try:
+            import mlflow_aws_s3stream  # installed next to this module by the role
+        except ImportError as exc:  # another MLflow, without what it imports
+            streamed, why = False, f"not importable: {exc}"
+        else:
+            streamed, why = mlflow_aws_s3stream.install()
+        STATUS["uploads"] = "streamed to S3" if streamed else "spooled to a temporary file"
+        if not streamed:
+            STATUS["skipped"]["streamed uploads"] = why
     level = logging.WARNING if STATUS["skipped"] else logging.INFO
     _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s, "
-                "TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s", STATUS["patched"],
-                STATUS["skipped"], _ttl, STATUS["nodelay_listeners"], STATUS["metric_writes"],
-                STATUS["session_slots"] or "unlimited")
+                "TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s, uploads %s",
+                STATUS["patched"], STATUS["skipped"], _ttl, STATUS["nodelay_listeners"], STATUS["metric_writes"],
+                STATUS["session_slots"] or "unlimited", STATUS["uploads"])
 
 
 _install()
