@@ -109,26 +109,6 @@ def test_workers_sized(host):
     assert workers_of(host) == min(max(2 * cpus, 1), max((mem_mb - 512) // 320, 1))
 
 
-def test_every_worker_runs_on_uvloop_and_httptools(host):
-    """mlflow_server_uvicorn_speedups (default on): each uvicorn worker of the unit has uvloop's
-    event loop and httptools' parser loaded (uvicorn picks them when they are importable)."""
-    main_pid = int(host.check_output("systemctl show -p MainPID --value mlflow"))
-    children = {}
-    for line in host.check_output("ps -e -o pid=,ppid=").splitlines():
-        pid, ppid = map(int, line.split())
-        children.setdefault(ppid, []).append(pid)
-    unit, todo = [], [main_pid]
-    while todo:
-        pid = todo.pop()
-        unit.append(pid)
-        todo.extend(children.get(pid, []))
-    workers = [pid for pid in unit if "spawn_main" in host.file(f"/proc/{pid}/cmdline").content_string]
-    assert len(workers) == workers_of(host), (unit, workers)
-    for pid in workers:
-        maps = host.check_output(f"cat /proc/{pid}/maps")
-        assert "/uvloop/loop." in maps and "/httptools/parser/parser." in maps, pid
-
-
 def test_db_connections_fit_the_budget(host):
     """Every server's workers x engines (tracking, registry, auth) x (pool + overflow) add up to at most
     mlflow_server_db_connection_budget (50) across the group, the pools are not empty, the overflow is
