@@ -32,7 +32,6 @@ import os
 import posixpath
 import tempfile
 import zlib
-from mimetypes import guess_type
 
 import flask
 import mlflow.server.artifact_router as _router
@@ -43,8 +42,9 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 from s3transfer.subscribers import BaseSubscriber
 
 # CRC32 of the source of MLflow's functions, in the version this was written for: the two routes
-# that call the repository's stream methods, and the repository's own upload (whose object, key
-# and arguments these methods reproduce).
+# that call the repository's stream methods, the repository's upload (called with a client that
+# streams: its one call must stay ``s3_client.upload_file(Filename=, Bucket=, Key=, ExtraArgs=)``)
+# and log_artifact (whose key _destination reproduces).
 EXPECTED = {
     "artifact_router.upload_artifact": 0x829AB1D5,
     "handlers._upload_artifact": 0x2F084F8B,
@@ -120,29 +120,27 @@ def _destination(repo, artifact_file_name, artifact_path):
     return bucket, posixpath.join(dest_path, os.path.basename(artifact_file_name))
 
 
-def _extra_args(repo, artifact_file_name):
-    # S3ArtifactRepository._upload_file's ExtraArgs, for a local file named artifact_file_name.
-    extra_args = {}
-    guessed_type, guessed_encoding = guess_type(os.path.basename(artifact_file_name))
-    if guessed_type is not None:
-        extra_args["ContentType"] = guessed_type
-    if guessed_encoding is not None:
-        extra_args["ContentEncoding"] = guessed_encoding
-    extra_args.update(repo._bucket_owner_params)
-    environ_extra_args = repo.get_s3_file_upload_extra_args()
-    if environ_extra_args is not None:
-        extra_args.update(environ_extra_args)
-    return extra_args
+class _StreamingClient:
+    """What S3ArtifactRepository._upload_file calls ``upload_file`` on: it uploads the stream in
+    place of the named file, with the ExtraArgs MLflow's own function chose for that name."""
+
+    def __init__(self, client, reader, size):
+        self._client, self._reader, self._size = client, reader, size
+
+    def upload_file(self, Filename, Bucket, Key, ExtraArgs):  # noqa: N803 (boto3's argument names)
+        config = TransferConfig(max_concurrency=MAX_PARTS_IN_MEMORY)
+        config.max_in_memory_upload_chunks = MAX_PARTS_IN_MEMORY
+        with create_transfer_manager(self._client, config) as manager:
+            manager.upload(self._reader, Bucket, Key, extra_args=ExtraArgs,
+                           subscribers=[_KnownSize(self._size)]).result()
 
 
 def _upload(repo, reader, size, artifact_file_name, artifact_path):
     bucket, key = _destination(repo, artifact_file_name, artifact_path)
-    config = TransferConfig(max_concurrency=MAX_PARTS_IN_MEMORY)
-    config.max_in_memory_upload_chunks = MAX_PARTS_IN_MEMORY
-    with create_transfer_manager(repo._get_s3_client(), config) as manager:
-        future = manager.upload(reader, bucket, key, extra_args=_extra_args(repo, artifact_file_name),
-                                subscribers=[_KnownSize(size)])
-        future.result()
+    # MLflow's own _upload_file guesses the content type and encoding from the (never opened) file
+    # name and adds the expected bucket owner and MLFLOW_S3_UPLOAD_EXTRA_ARGS.
+    repo._upload_file(s3_client=_StreamingClient(repo._get_s3_client(), reader, size),
+                      local_file=os.path.basename(artifact_file_name), bucket=bucket, key=key)
 
 
 def _content_length(value):
