@@ -227,6 +227,39 @@ def test_previous_venv_kept_and_current_points_to_new(host):
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 DATA = Path(__file__).resolve().parents[2] / "shared" / "files" / "mlflow_data.py"
+# What the unit's workers import (the unit's --app-name basic-auth), plus what they load while they
+# serve: the UI's GraphQL schema, traces, uvicorn's HTTP protocol. As the service user, who cannot
+# write bytecode into the venv: a module without it would be compiled in memory at every start.
+LOADED_BY_A_WORKER = """
+import importlib, importlib.util, os, sys, warnings
+warnings.simplefilter("ignore")
+for name in ["mlflow.server.auth", "mlflow.server.fastapi_app", "mlflow.server.graphql.graphql_schema_extensions",
+             "mlflow.tracing", "uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on", "mlflow.store.db.utils"]:
+    importlib.import_module(name)
+venv = sys.prefix + os.sep
+mods = [m.__file__ for m in list(sys.modules.values())
+        if (getattr(m, "__file__", None) or "").startswith(venv) and m.__file__.endswith(".py")]
+missing = [f for f in mods if not os.path.exists(importlib.util.cache_from_source(f))]
+print(len(mods), len(missing), *missing[:20])
+"""
+
+
+def test_workers_load_bytecode_compiled_at_install_and_pip_compiled_not_everything(host):
+    """pip installs with --no-compile and the role compiles what a server loads (its imports, then
+    whole the packages it loads lazily): every module a worker loads has its bytecode, and a package
+    the server never loads (scikit-learn) has none, so pip did not spend its ~35 s of CPU on all of it."""
+    venv = f"/opt/mlflow/venvs/{VERSION}"
+    out = host.check_output(f"runuser -u mlflow -- {venv}/bin/python -c {shlex.quote(LOADED_BY_A_WORKER)}").split()
+    loaded, missing = int(out[0]), int(out[1])
+    print(f"{name(host)}: a worker's {loaded} modules from the venv, {missing} without bytecode {out[2:]}")
+    assert loaded > 1000 and missing == 0, out
+    assert host.check_output(f"ls -a {venv} | grep -c '^.precompiled-' || true") == "1"
+    find_sklearn = "import importlib.util as u; print(u.find_spec('sklearn').submodule_search_locations[0])"
+    sklearn = host.check_output(f"{venv}/bin/python -c {shlex.quote(find_sklearn)}")
+    compiled = host.check_output(f"find {sklearn} -name '*.pyc' | wc -l")
+    assert compiled == "0", f"pip compiled scikit-learn: {compiled} .pyc files"
+
+
 DBCTL = f"/opt/mlflow/venvs/{VERSION}/bin/python /opt/mlflow/bin/mlflow-dbctl.py --env-file {ENV_FILE}"
 
 
