@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Managed by Ansible (role mlflow_server). Run as root with a venv's python, once per venv.
 """Byte-compile the modules an MLflow server loads, then write MARKER.
 
