@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT / "molecule" / "e2e" / "tests"))
+sys.path.append(str(ROOT / "tests"))  # after e2e tests/: its conftest is the one imported below
+from pins import MLFLOW_VERSION  # noqa: E402  task names carry it; the results say "(the pin)" (test_version_pin)
 _had = "MOLECULE_EPHEMERAL_DIRECTORY" in os.environ
 os.environ.setdefault("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")  # conftest reads it at import
 from conftest import AWS_ENV  # noqa: E402  the environment molecule gives the playbooks
@@ -59,7 +61,7 @@ def timed(name, argv, extra_env=None, log_dir=None):
     t0 = time.monotonic()
     res = subprocess.run(argv, cwd=ROOT, env=e, capture_output=True, text=True, check=False)
     seconds = round(time.monotonic() - t0, 1)
-    lines = clean(res.stdout + "\n" + res.stderr)
+    lines = [line.replace(MLFLOW_VERSION, "(the pin)") for line in clean(res.stdout + "\n" + res.stderr)]
     if log_dir:
         (log_dir / f"{name}.log").write_text("\n".join(lines) + "\n")
     recap = {}
