@@ -1,13 +1,17 @@
-"""Unit tests of the credential single flight in roles/mlflow_server/files/mlflow_aws_authcache.py.
+"""Unit tests of roles/mlflow_server/files/mlflow_aws_authcache.py: the credential single flight,
+the grants cache, the session slots.
 
 The module patches MLflow's basic-auth app in each server worker; the project venv has no
 basic-auth extras (flask_wtf), so it is loaded here against a stand-in for `mlflow.server.auth`
-that has what the replacement touches: the credential cache, its lock and key, and an
+that has what the replacements touch: the credential cache, its lock and key, and an
 `_authenticate_cached` that behaves like MLflow 3.17's (cache, else verify and fill the cache;
-a wrong password is never cached). Its verification counts how many run, and how many at once.
-The deployed module, with the real MLflow, is checked in molecule/front_door (test_lookup_cache).
+a wrong password is never cached), whose verification counts how many run, and how many at once;
+and a grants store with MLflow 3.17's `authorize` -> `resolve_permissions` -> `list_grants` chain,
+which counts the grants queries. The deployed module, with the real MLflow, is checked in
+molecule/front_door (test_lookup_cache).
 """
 
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -74,7 +78,11 @@ class StandInStore:
 
 @pytest.fixture()
 def authcache(monkeypatch):
-    auth = StandInAuth()
+    return load(monkeypatch, StandInAuth())
+
+
+def load(monkeypatch, auth):
+    """The module under test, imported against the stand-in `auth` (its environment as set)."""
     store_module = types.ModuleType("mlflow.store.tracking.sqlalchemy_store")
     store_module.SqlAlchemyStore = StandInStore
     for name in ("mlflow", "mlflow.server", "mlflow.store", "mlflow.store.tracking"):
@@ -221,3 +229,158 @@ def test_session_slots_keep_the_pool_from_running_dry(authcache):
     assert module.gate_sessions(store, 2) is False, "gated twice"
     assert together(store.log_batch, [(n,) for n in range(8)]) == ["ok"] * 8
     assert store.failures == 0 and store.most_in_use <= StandInTrackingStore.POOL
+
+
+# ---- the grants cache (MLFLOW_AWS_GRANTS_CACHE) -------------------------------------------------
+
+RANK = {"READ": 1, "USE": 2, "EDIT": 3, "MANAGE": 4}
+Key = collections.namedtuple("Key", "resource_type resource_id")  # MLflow's GrantLoadKey, reduced
+NEEDS = {"read": 1, "update": 3, "delete": 4}
+
+
+class GrantsAuth(StandInAuth):
+    """MLflow 3.17's permission check, reduced to its shape: ``authorize`` resolves the keys of the
+    requirements through the module-level ``resolve_permissions`` (looked up at call time, so the
+    replacement is the one called), which reads the user's grants with ONE ``store.list_grants``
+    query. Grants are (resource type, pattern, permission); DENY wins; no grant: denied."""
+
+    def __init__(self):
+        super().__init__()
+        self.MANAGE = "MANAGE"
+        self.grants = {}  # user id -> {(type, pattern): permission}
+        self.queries = 0
+        self.store = types.SimpleNamespace(list_grants=self._list_grants, get_user=self._get_user)
+        self.resolve_permissions = self._resolve_permissions
+
+    def _get_user(self, username):
+        return types.SimpleNamespace(id={"alice": 1, "bob": 2}[username], is_admin=False)
+
+    def _list_grants(self, user_id, workspace, resource_types):
+        self.queries += 1
+        return [(rtype, pattern, perm) for (rtype, pattern), perm in self.grants.get(user_id, {}).items()
+                if rtype in resource_types or rtype == "workspace"]
+
+    @staticmethod
+    def is_workspace_admin_grant(grant):
+        return grant[0] == "workspace" and grant[2] == "MANAGE"
+
+    @staticmethod
+    def fold_grants_for_key(grants, key):
+        found = [perm for rtype, pattern, perm in grants if rtype == key[0] and pattern in (key[1], "*")]
+        return "DENY" if "DENY" in found else max(found, key=RANK.get, default=None)
+
+    def _resolve_permissions(self, username, workspace_name, keys):
+        grants = self.store.list_grants(self.get_user(username).id, workspace_name, {k.resource_type for k in keys})
+        if any(self.is_workspace_admin_grant(g) for g in grants):
+            return [self.MANAGE] * len(keys)
+        return [self.fold_grants_for_key(grants, key) for key in keys]
+
+    def get_user(self, username):
+        return self.store.get_user(username)
+
+    def authorize(self, username, anchor, requirements):
+        keys = [Key(rtype, rid) for rtype, rid, _ in requirements]
+        permissions = dict(zip(keys, self.resolve_permissions(username, "default", keys)))
+        return all(permissions[(rtype, rid)] not in (None, "DENY") and RANK[permissions[(rtype, rid)]] >= NEEDS[action]
+                   for rtype, rid, action in requirements)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=[True, False], ids=["grants-cache-on", "grants-cache-off"])
+def grants(request, monkeypatch):
+    """The module with the grants cache on (MLFLOW_AWS_GRANTS_CACHE=true) or off, wired to the
+    stand-in by hand (its source is not MLflow's, so _install left it alone), on a fake clock."""
+    monkeypatch.setenv("MLFLOW_AWS_GRANTS_CACHE", "true" if request.param else "false")
+    auth = GrantsAuth()
+    module, auth = load(monkeypatch, auth)
+    # Cache on: both replacements considered (and left alone: not MLflow's source); off: authorize is
+    # not replaced at all.
+    assert ("authorize" in module.STATUS["skipped"]) is request.param, module.STATUS
+    assert "resolve_permissions" in module.STATUS["skipped"], module.STATUS
+    clock = Clock()
+    if request.param:
+        assert module._grants is not None
+        module._grants = module.TTLCache(maxsize=100, ttl=30, timer=clock)
+    else:
+        assert module._grants is None
+    module._user_facts = module.TTLCache(maxsize=100, ttl=30, timer=clock)
+    module._originals["authorize"] = auth.authorize
+    auth.resolve_permissions = module.resolve_permissions
+    return module, auth, clock, request.param
+
+
+READ_EXP = [("experiment", "7", "read")]
+WRITE_EXP = [("experiment", "7", "update")]
+ANCHOR = ("experiment", "7")
+
+
+def test_a_check_the_cached_grants_allow_makes_no_query(grants):
+    module, auth, _, on = grants
+    auth.grants[1] = {("experiment", "7"): "READ"}
+    assert [module.authorize("alice", ANCHOR, READ_EXP) for _ in range(5)] == [True] * 5
+    assert auth.queries == (1 if on else 5)
+
+
+def test_a_new_grant_applies_at_the_next_check(grants):
+    module, auth, _, on = grants
+    assert module.authorize("alice", ANCHOR, READ_EXP) is False
+    before = auth.queries
+    auth.grants[1] = {("experiment", "7"): "READ"}
+    assert module.authorize("alice", ANCHOR, READ_EXP) is True
+    # With the cache, the denial by the cached (empty) grants was read again: one more query.
+    assert auth.queries == before + 1
+    assert module.authorize("alice", ANCHOR, READ_EXP) is True
+    assert auth.queries == before + (1 if on else 2)
+
+
+def test_a_widened_grant_applies_at_the_next_check(grants):
+    module, auth, _, _ = grants
+    auth.grants[1] = {("experiment", "7"): "READ"}
+    assert module.authorize("alice", ANCHOR, READ_EXP) is True
+    assert module.authorize("alice", ANCHOR, WRITE_EXP) is False
+    auth.grants[1] = {("experiment", "7"): "EDIT"}
+    assert module.authorize("alice", ANCHOR, WRITE_EXP) is True
+
+
+def test_a_revoked_or_narrowed_grant_or_an_added_deny_stops_within_the_window(grants):
+    module, auth, clock, on = grants
+    for change in ({}, {("experiment", "7"): "READ"}, {("experiment", "7"): "EDIT", ("experiment", "*"): "DENY"}):
+        auth.grants[1] = {("experiment", "7"): "EDIT"}
+        clock.now += 31  # a new window
+        assert module.authorize("alice", ANCHOR, WRITE_EXP) is True
+        auth.grants[1] = change
+        clock.now += 29
+        # Cached: still allowed on this worker until its entry is 30 s old; read: refused at once.
+        assert module.authorize("alice", ANCHOR, WRITE_EXP) is on, change
+        clock.now += 2
+        assert module.authorize("alice", ANCHOR, WRITE_EXP) is False, change
+
+
+def test_each_user_and_each_set_of_resource_types_has_its_own_entry(grants):
+    module, auth, _, on = grants
+    auth.grants[1] = {("experiment", "7"): "EDIT"}
+    assert module.authorize("alice", ANCHOR, WRITE_EXP) is True
+    assert module.authorize("bob", ANCHOR, READ_EXP) is False, "bob has no grant: alice's must not answer"
+    auth.grants[1][("run", "*")] = "READ"
+    assert module.authorize("alice", ANCHOR, WRITE_EXP + [("run", "*", "read")]) is True
+
+
+def test_outside_authorize_the_grants_are_always_read(grants):
+    """Listings (MLflow's resolve_requirements and retention gates) resolve permissions outside
+    authorize: they read the grants each time, and the read refreshes the cache."""
+    module, auth, _, on = grants
+    auth.grants[1] = {("experiment", "7"): "READ"}
+    keys = [Key("experiment", "7")]
+    assert module.resolve_permissions("alice", "default", keys) == ["READ"]
+    auth.grants[1] = {}
+    assert module.resolve_permissions("alice", "default", keys) == [None]
+    assert auth.queries == 2
+    # ... and what they read is what the next check decides from.
+    assert module.authorize("alice", ANCHOR, READ_EXP) is False

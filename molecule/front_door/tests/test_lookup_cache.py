@@ -1,9 +1,10 @@
 """basic-auth's lookup cache (mlflow_server_auth_lookup_cache, roles/mlflow_server/files/
 mlflow_aws_authcache.py): on in every worker (with TCP_NODELAY on the worker's listening socket),
-and what it must not change. A run's experiment is cached, grants are not: a grant or a
-revocation takes effect at the very next request on every worker, even for a run whose
-experiment every worker has cached. A user's admin flag is
-cached for the credential cache's window: taken away, it stops working within that window."""
+and what it must not change. A run's experiment is cached. Grants are cached for the credential
+cache's window (mlflow_server_auth_grants_cache, the default): a new or widened grant takes effect
+at the very next request on every worker, even for a run whose experiment every worker has cached;
+a revoked one stops working on every worker within the window. A user's admin flag is cached for
+the same window: taken away, it stops working within that window."""
 
 import os
 import secrets
@@ -21,7 +22,7 @@ SERVER_CACHE_S = 30  # mlflow_server_auth_cache_ttl_seconds (role default)
 MARGIN_S = 10        # scheduling slack on a loaded 2-core test machine
 # Enough requests that each of the server's workers (4 on the scenario's host) answers some.
 ROUNDS = 16
-PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response', '_authenticate_cached', 'redact_metric_history_model_ids']"
+PATCHED = "['_run_requirement', 'sender_is_admin', 'resolve_permissions', '_invalidate_user_auth_cache', '_redact_run_response', '_authenticate_cached', 'redact_metric_history_model_ids', 'authorize']"
 
 
 class Client:
@@ -85,13 +86,28 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
     lines = journal.splitlines()
     assert lines, "no worker logged the lookup cache since the server started"
     assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s, "
-               f"TCP_NODELAY on 1 listening socket(s), metric writes: bulk insert, parsed once, session slots {slots}, "
+               f"grants cached {SERVER_CACHE_S} s, denials read again, TCP_NODELAY on 1 listening socket(s), "
+               f"metric writes: bulk insert, parsed once, session slots {slots}, "
                "uploads streamed to S3"
                in line for line in lines), lines
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 
 
-def test_grants_and_revocations_take_effect_at_the_next_request_on_every_worker(newcomer):
+def refused_everywhere_within_the_window(client, method, path, **kw):
+    """Poll until every worker refuses the call (ROUNDS requests all 403); the seconds it took."""
+    since = time.monotonic()
+    seen = []
+    while time.monotonic() - since < SERVER_CACHE_S + MARGIN_S:
+        seen.append(client.statuses(method, path, **kw))
+        if seen[-1] == [403]:
+            break
+        time.sleep(1)
+    took = time.monotonic() - since
+    assert seen[-1] == [403], (path, took, seen)
+    return took
+
+
+def test_grants_at_the_next_request_and_revocations_within_the_window_on_every_worker(newcomer):
     admin, them, user, exp_id, run_id = newcomer
     get_run = ("GET", "/api/2.0/mlflow/runs/get")
     history = ("GET", "/api/2.0/mlflow/metrics/get-history")
@@ -114,9 +130,17 @@ def test_grants_and_revocations_take_effect_at_the_next_request_on_every_worker(
     admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "EDIT"})
     assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [200]
 
+    # Narrowed: EDIT -> READ. Every worker that cached EDIT lets the write in for at most the window.
     admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
-    assert them.statuses(*get_run, **run_q) == [403], "a revocation must apply at the next request"
-    assert them.statuses("POST", "/api/2.0/mlflow/runs/log-metric", **log) == [403]
+    admin.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "READ"})
+    narrowed = refused_everywhere_within_the_window(them, "POST", "/api/2.0/mlflow/runs/log-metric", **log)
+    assert them.statuses(*get_run, **run_q) == [200], "the READ left must still apply"
+
+    admin.ok("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
+    revoked = refused_everywhere_within_the_window(them, *get_run, **run_q)
+    assert them.statuses(*history, **hist_q) == [403]
+    print(f"grants: narrowed EDIT -> READ refused writes on every worker after {narrowed:.1f} s, revoked READ "
+          f"refused reads after {revoked:.1f} s (window {SERVER_CACHE_S} s)")
     # A run id that does not exist is denied, not answered from another run's cache entry.
     assert them.statuses("GET", "/api/2.0/mlflow/runs/get", params={"run_id": "0" * 32}) == [403]
 

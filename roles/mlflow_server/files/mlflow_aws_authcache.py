@@ -43,9 +43,18 @@ peer's delayed ACK, 40 ms, on every reused connection (the front door keeps its 
 MLflow alive). ``nodelay_listeners`` sets TCP_NODELAY on the worker's listening socket, which the
 connections accepted afterwards inherit, and on those it has already accepted.
 
-The grants (who may do what) are still read on every request: a granted or revoked permission
-takes effect at the next request. Each patch is made only if the function it replaces is the
-one this module was written against; otherwise the server runs without it and says so.
+Grants, with MLFLOW_AWS_GRANTS_CACHE=true (mlflow_server_auth_grants_cache): a permission check
+(``authorize``) first decides from the user's grants as this worker read them within the last
+``auth_cache_ttl_seconds``; whatever those grants do not allow is decided again from the database,
+by MLflow's own function, which also refreshes the cached grants. So a new or widened grant applies
+at the next request on every worker, and a revoked or narrowed one (a DENY grant added included)
+within the window, like a changed password. Measured: the grants query was the largest part of
+basic-auth's check left on a read (bench/README.md). Without it (the default of MLflow), the
+grants are read on every check. Listings that filter or redact what a user may see
+(``resolve_requirements``, the retention gates) always read them.
+
+Each patch is made only if the function it replaces is the one this module was written against;
+otherwise the server runs without it and says so.
 
 Session slots, while it is here: with MLFLOW_AWS_SESSION_SLOTS=N it lets at most N requests of the
 worker at a time into the tracking store's sessions (``gate_sessions``: why, below), N being half
@@ -83,6 +92,7 @@ _logger = logging.getLogger("mlflow.aws_authcache")
 
 RUN_CACHE_SIZE = 100_000
 USER_CACHE_SIZE = 10_000
+GRANTS_CACHE_SIZE = 50_000
 
 # CRC32 of the source of each function replaced here, in the MLflow version this was written
 # for (the role's pin). Another version's function may decide differently: it is then left alone.
@@ -94,6 +104,7 @@ EXPECTED = {
     "_redact_run_response": 0x8893AD74,
     "_authenticate_cached": 0xF616F979,
     "redact_metric_history_model_ids": 0x974F4F65,
+    "authorize": 0xA39F32CA,
 }
 # The after-request handlers are looked up in these tables (filled at import), not by name.
 HANDLER_TABLES = ("AFTER_REQUEST_PATH_HANDLERS", "AFTER_REQUEST_HANDLERS", "PARAMETERIZED_AFTER_REQUEST_HANDLERS")
@@ -114,6 +125,11 @@ _one_row_lookup = False  # set by _install when SqlAlchemyStore._get_run is the 
 _flights = {}
 _ttl = max(0, int(getattr(_auth.auth_config, "auth_cache_ttl_seconds", 0) or 0))
 _user_facts = TTLCache(maxsize=USER_CACHE_SIZE, ttl=_ttl) if _ttl else None
+# (user id, workspace, resource types) -> the user's grants there, for the same window; only the
+# first, cached try of ``authorize`` reads it (``_local.cached``), every other grants read fills it.
+_grants = (TTLCache(maxsize=GRANTS_CACHE_SIZE, ttl=_ttl)
+           if _ttl and os.environ.get("MLFLOW_AWS_GRANTS_CACHE", "false") == "true" else None)
+_local = threading.local()
 _originals = {}
 STATUS = {"patched": [], "skipped": {}}
 
@@ -175,14 +191,41 @@ def sender_is_admin():
     return user_facts(_auth.authenticate_request().username)[1]
 
 
+def grants_of(user_id, workspace_name, resource_types):
+    """The user's grants (MLflow's ``list_grants``): from this worker's cache inside the first try of
+    ``authorize``, otherwise from the database, which refreshes the cache."""
+    key = (user_id, workspace_name, frozenset(resource_types))
+    if _grants is not None and getattr(_local, "cached", False):
+        with _lock:
+            grants = _grants.get(key)
+        if grants is not None:
+            return grants
+    grants = tuple(_auth.store.list_grants(user_id, workspace_name, set(resource_types)))
+    if _grants is not None:
+        with _lock:
+            _grants[key] = grants
+    return grants
+
+
 def resolve_permissions(username, workspace_name, keys):
-    # The original, with the user's id from user_facts instead of a query.
-    grants = _auth.store.list_grants(
-        user_facts(username)[0], workspace_name, {key.resource_type for key in keys}
-    )
+    # The original, with the user's id from user_facts instead of a query, and the grants from
+    # grants_of.
+    grants = grants_of(user_facts(username)[0], workspace_name, {key.resource_type for key in keys})
     if any(_auth.is_workspace_admin_grant(grant) for grant in grants):
         return [_auth.MANAGE] * len(keys)
     return [_auth.fold_grants_for_key(grants, key) for key in keys]
+
+
+def authorize(username, anchor, requirements):
+    """MLflow's, tried first with the grants this worker cached; what those do not allow is
+    decided by MLflow's function again with the grants read now (a new grant applies at once)."""
+    _local.cached = True
+    try:
+        if _originals["authorize"](username, anchor, requirements):
+            return True
+    finally:
+        _local.cached = False
+    return _originals["authorize"](username, anchor, requirements)
 
 
 def _invalidate_user_auth_cache(username):
@@ -310,12 +353,15 @@ def _install():
         "_redact_run_response": _redact_run_response,
         "_authenticate_cached": _authenticate_cached,
         "redact_metric_history_model_ids": redact_metric_history_model_ids,
+        "authorize": authorize,
     }
     if _user_facts is None:
-        # No credential cache window configured: user facts would be read every time anyway.
-        for name in ("sender_is_admin", "resolve_permissions", "_invalidate_user_auth_cache"):
+        # No credential cache window configured: user facts and grants would be read every time anyway.
+        for name in ("sender_is_admin", "resolve_permissions", "_invalidate_user_auth_cache", "authorize"):
             replacements.pop(name)
             STATUS["skipped"][name] = "auth_cache_ttl_seconds is 0"
+    elif _grants is None:
+        replacements.pop("authorize")  # not skipped: the grants cache is off (mlflow_server_auth_grants_cache)
     for name, replacement in replacements.items():
         current = getattr(_auth, name, None)
         if current is None:
@@ -373,10 +419,12 @@ def _install():
         if not streamed:
             STATUS["skipped"]["streamed uploads"] = why
     level = logging.WARNING if STATUS["skipped"] else logging.INFO
+    STATUS["grants"] = (f"cached {_ttl} s, denials read again" if "authorize" in STATUS["patched"]
+                        else "read on every check")
     _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s, "
-                "TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s, uploads %s",
-                STATUS["patched"], STATUS["skipped"], _ttl, STATUS["nodelay_listeners"], STATUS["metric_writes"],
-                STATUS["session_slots"] or "unlimited", STATUS["uploads"])
+                "grants %s, TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s, uploads %s",
+                STATUS["patched"], STATUS["skipped"], _ttl, STATUS["grants"], STATUS["nodelay_listeners"],
+                STATUS["metric_writes"], STATUS["session_slots"] or "unlimited", STATUS["uploads"])
 
 
 _install()
