@@ -367,6 +367,10 @@ def _install():
         if current is None:
             STATUS["skipped"][name] = "not in this MLflow"
             continue
+        if name == "authorize" and "resolve_permissions" not in STATUS["patched"]:
+            # The cached grants are read by our resolve_permissions only (patched before, in this order).
+            STATUS["skipped"][name] = "resolve_permissions is MLflow's"
+            continue
         if getattr(current, "__module__", "") == __name__:
             STATUS["patched"].append(name)  # imported twice: already in place
             continue
