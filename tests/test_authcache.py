@@ -386,3 +386,23 @@ def test_outside_authorize_the_grants_are_always_read(grants):
     assert auth.queries == 2
     # ... and what they read is what the next check decides from.
     assert module.authorize("alice", ANCHOR, READ_EXP) is False
+
+
+# ---- S3 timeouts (MLFLOW_AWS_S3_TIMEOUT) -----------------------------------------------------------
+
+def test_s3_timeouts_apply_to_the_clients_made_afterwards(authcache, monkeypatch):
+    """MLflow makes its S3 client with a Config that sets neither timeout: after s3_timeouts(20),
+    such a client waits 20 s to connect and 20 s for an answer instead of botocore's 60 s; a
+    timeout a Config sets itself still wins."""
+    import boto3
+    import botocore.config
+
+    module, _ = authcache
+    for option in ("connect_timeout", "read_timeout"):
+        monkeypatch.setitem(botocore.config.Config.OPTION_DEFAULTS, option, botocore.config.Config.OPTION_DEFAULTS[option])
+    assert botocore.config.Config(signature_version="s3v4").read_timeout == 60
+    module.s3_timeouts(20)
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y",
+                          config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (20, 20)
+    assert botocore.config.Config(read_timeout=90).read_timeout == 90

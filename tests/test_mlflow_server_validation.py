@@ -46,6 +46,8 @@ CASES = [
     ("budget-too-small-for-one-worker", {"mlflow_server_db_connection_budget": 5}, "mlflow_server_db_connection_budget"),
     # MLflow reads 0 as unset, and SQLAlchemy then allows 10.
     ("max-overflow-zero", {"mlflow_server_db_max_overflow": 0}, "mlflow_server_db_max_overflow"),
+    ("s3-timeout-negative", {"mlflow_server_s3_timeout": -1}, "mlflow_server_s3_timeout"),
+    ("s3-timeout-too-long", {"mlflow_server_s3_timeout": 3600}, "mlflow_server_s3_timeout"),
 ]
 
 # The first task after validation: it must never run for a bad variable.

@@ -88,7 +88,7 @@ def test_every_worker_runs_with_the_lookup_cache(host, base, ca, creds):
     assert all(f"cached lookups {PATCHED}, left as MLflow has them {{}}, user window {SERVER_CACHE_S} s, "
                f"grants cached {SERVER_CACHE_S} s, denials read again, TCP_NODELAY on 1 listening socket(s), "
                f"metric writes: bulk insert, parsed once, session slots {slots}, "
-               "uploads streamed to S3"
+               "uploads streamed to S3, S3 timeouts 20 s"  # mlflow_server_s3_timeout (role default)
                in line for line in lines), lines
     print(f"{len(lines)} worker(s) logged the lookup cache: {lines[0][-170:]}")
 

@@ -53,6 +53,12 @@ basic-auth's check left on a read (bench/README.md). Without it (the default of 
 grants are read on every check. Listings that filter or redact what a user may see
 (``resolve_requirements``, the retention gates) always read them.
 
+S3 timeouts, while it is here: with MLFLOW_AWS_S3_TIMEOUT=N (mlflow_server_s3_timeout), the S3
+clients the worker makes wait at most N seconds to connect and N seconds for S3's answer, instead of
+botocore's 60 s each (``s3_timeouts``). With botocore's 3 attempts, an artifact call to an S3 that does
+not answer then fails after about 3 N seconds: with N = 20, within the MLflow client's own 120 s
+request timeout, so the client gets the server's error instead of timing out and retrying the call.
+
 Each patch is made only if the function it replaces is the one this module was written against;
 otherwise the server runs without it and says so.
 
@@ -305,6 +311,16 @@ def nodelay_listeners():
     return listeners
 
 
+def s3_timeouts(seconds):
+    """botocore's default connect and read timeouts, for every client this worker makes from now on
+    that does not set its own (MLflow's S3 clients set neither; they are made at the first artifact
+    call, after this module is imported at the first permission check)."""
+    import botocore.config
+
+    defaults = botocore.config.Config.OPTION_DEFAULTS
+    defaults["connect_timeout"] = defaults["read_timeout"] = seconds
+
+
 def gate_sessions(store, slots):
     """Let at most `slots` requests of this worker at a time into the tracking store's sessions;
     the others wait before their first query (no timeout: the front door's bounds the wait).
@@ -422,13 +438,17 @@ def _install():
         STATUS["uploads"] = "streamed to S3" if streamed else "spooled to a temporary file"
         if not streamed:
             STATUS["skipped"]["streamed uploads"] = why
+    STATUS["s3_timeout"] = int(os.environ.get("MLFLOW_AWS_S3_TIMEOUT", "0") or 0)
+    if STATUS["s3_timeout"] > 0:
+        s3_timeouts(STATUS["s3_timeout"])
     level = logging.WARNING if STATUS["skipped"] else logging.INFO
     STATUS["grants"] = (f"cached {_ttl} s, denials read again" if "authorize" in STATUS["patched"]
                         else "read on every check")
     _logger.log(level, "mlflow_aws_authcache: cached lookups %s, left as MLflow has them %s, user window %d s, "
-                "grants %s, TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s, uploads %s",
-                STATUS["patched"], STATUS["skipped"], _ttl, STATUS["grants"], STATUS["nodelay_listeners"],
-                STATUS["metric_writes"], STATUS["session_slots"] or "unlimited", STATUS["uploads"])
+                "grants %s, TCP_NODELAY on %d listening socket(s), metric writes: %s, session slots %s, uploads %s, "
+                "S3 timeouts %s", STATUS["patched"], STATUS["skipped"], _ttl, STATUS["grants"],
+                STATUS["nodelay_listeners"], STATUS["metric_writes"], STATUS["session_slots"] or "unlimited",
+                STATUS["uploads"], f"{STATUS['s3_timeout']} s" if STATUS["s3_timeout"] else "botocore's (60 s)")
 
 
 _install()
