@@ -9,6 +9,13 @@ with cloud-init as the EC2 instance, reached over SSH): `make demo` is the same 
   configure  a no-op run of playbooks/configure.yml alone, as a user runs it on a later day
 
 each no-op run --repeats times, with its PLAY RECAP and the slowest tasks (ansible.posix.profile_tasks).
+Then where a no-op's time goes:
+
+  module runs  one more configure.yml no-op with -vvv: how many modules ran, on which host
+  floor        bench/deploy_floor.yml: 20 tasks of each kind on the instance (the control node
+               alone, the connection alone, Python + ansible-core's module wrapper, a no-op file
+               task, and a file task looping over 20 items), median seconds per task
+
 Writes bench/results/<UTC date-time>-deploy.{json,md}. It replaces a running demo (and `make test`
 replaces it): run it on its own, e.g. `make bench-deploy`. --keep leaves the demo up.
 """
@@ -19,6 +26,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -55,7 +63,7 @@ def clean(text):
     return [re.sub(r"^\s*│\s?", "", ANSI.sub("", line)).rstrip() for line in text.splitlines()]
 
 
-def timed(name, argv, extra_env=None, log_dir=None):
+def timed(name, argv, extra_env=None, log_dir=None, all_tasks=False, count_modules=False):
     e = env()
     e.update(extra_env or {})
     t0 = time.monotonic()
@@ -72,12 +80,52 @@ def timed(name, argv, extra_env=None, log_dir=None):
     slowest = [{"task": m.group("task"), "s": float(m.group("s"))} for m in map(TASK_TIME.match, lines) if m]
     row = {"name": name, "seconds": seconds, "rc": res.returncode, "recap": recap,
            "slowest": sorted(slowest, key=lambda t: -t["s"])[:10]}
+    if all_tasks:
+        row["tasks"] = slowest  # in the order they ran (PROFILE_TASKS_SORT_ORDER=none)
+    if count_modules:
+        row["module_runs"] = module_runs(lines)
     print(f"{name}: {seconds} s rc={res.returncode} changed="
           f"{sum(h.get('changed', 0) for h in recap.values())} tasks ok={sum(h.get('ok', 0) for h in recap.values())}",
           flush=True)
     if res.returncode:
         print("\n".join(lines[-40:]), file=sys.stderr)
         raise SystemExit(f"{name} failed (rc={res.returncode})")
+    return row
+
+
+def module_runs(lines):
+    """Module runs of a -vvv log, per host and module: each "Using module file" line is followed
+    by the connection's first line for the host it runs on ("<host> ESTABLISH ...")."""
+    runs, pending = {}, None
+    for line in lines:
+        m = re.match(r"^Using module file \S*/(\w+)\.py$", line.strip())
+        if m:
+            pending = m.group(1)
+            continue
+        h = re.match(r"^<([^>]+)> ", line.strip())
+        if h and pending:
+            per_host = runs.setdefault(h.group(1), {})
+            per_host[pending] = per_host.get(pending, 0) + 1
+            pending = None
+    return {host: dict(sorted(mods.items(), key=lambda kv: -kv[1])) for host, mods in runs.items()}
+
+
+def floor(state_env, log_dir):
+    """bench/deploy_floor.yml: what one task costs on the instance, by layer (median of 20 each)."""
+    row = timed("floor: 20 tasks of each kind on the instance", ["ansible-playbook", "-i", state_env["_inventory"],
+                str(HERE / "deploy_floor.yml")],
+                extra_env={**{k: v for k, v in state_env.items() if not k.startswith("_")},
+                           "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "1000", "PROFILE_TASKS_SORT_ORDER": "none"},
+                log_dir=log_dir, all_tasks=True)
+    per_kind = {}
+    for t in row.pop("tasks"):
+        m = re.match(r"^Floor (\w+)$", t["task"])
+        if m:
+            per_kind.setdefault(m.group(1), []).append(t["s"])
+        elif t["task"].startswith("File-loop"):
+            per_kind["file, one task looping over 20 items (per item)"] = [round(t["s"] / 20, 3)]
+    row["per_task_s"] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+                         for k, v in per_kind.items()}
     return row
 
 
@@ -96,6 +144,17 @@ def summarize(result):
     for r in result["runs"]:
         lines.append(f"| {r['name']} | {r['seconds']:,.1f} | {sum(h.get('changed', 0) for h in r['recap'].values())} "
                      f"| {sum(h.get('ok', 0) for h in r['recap'].values())} |")
+    if result.get("module_runs"):
+        lines += ["", "Module runs of one configure.yml no-op (run again with -vvv), per host:", "",
+                  "| host | module runs | the most frequent |", "|---|---:|---|"]
+        for host, mods in result["module_runs"].items():
+            top = ", ".join(f"{m} {n}" for m, n in list(mods.items())[:6])
+            lines.append(f"| {host} | {sum(mods.values())} | {top} |")
+    if result.get("floor"):
+        lines += ["", "One task on the instance, by layer (`bench/deploy_floor.yml`, 20 of each, interleaved):", "",
+                  "| kind | median s | min | max |", "|---|---:|---:|---:|"]
+        for kind, t in result["floor"]["per_task_s"].items():
+            lines.append(f"| {kind} | {t['median']:.2f} | {t['min']:.2f} | {t['max']:.2f} |")
     for r in result["runs"]:
         if r["slowest"]:
             lines += ["", f"Slowest tasks of `{r['name']}`:", ""]
@@ -107,7 +166,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="no-op runs of each kind")
     ap.add_argument("--keep", action="store_true", help="leave the demo up")
-    ap.add_argument("--reuse", action="store_true", help="a demo is up (make demo): only the no-op runs")
+    ap.add_argument("--reuse", action="store_true", help="a demo is up (make demo): only the no-op runs and what follows (--repeats 0: only the module runs and the floor)")
     args = ap.parse_args()
     started = dt.datetime.now(dt.timezone.utc)
     stem = started.strftime("%Y-%m-%dT%H%MZ") + "-deploy"
@@ -134,11 +193,17 @@ def main():
                         "MOLECULE_EPHEMERAL_DIRECTORY": str(state), "MOLECULE_PROJECT_DIRECTORY": str(ROOT),
                         "MOLECULE_SCENARIO_DIRECTORY": str(ROOT / "molecule" / "e2e"),
                         "MOLECULE_FILE": str(ROOT / "molecule" / "e2e" / "molecule.yml"), "MOLECULE_SCENARIO_NAME": "e2e"}
+        configure = ["ansible-playbook", "-i", str(state / "inventory"), "playbooks/configure.yml"]
         for i in range(args.repeats):
             result["runs"].append(timed(f"site.yml no-op #{i + 1}", ["molecule", "converge", "-s", "e2e"], log_dir=logs))
-            result["runs"].append(timed(
-                f"configure.yml no-op #{i + 1}", ["ansible-playbook", "-i", str(state / "inventory"), "playbooks/configure.yml"],
-                extra_env=molecule_env, log_dir=logs))
+            result["runs"].append(timed(f"configure.yml no-op #{i + 1}", configure, extra_env=molecule_env, log_dir=logs))
+        # Where a no-op's time goes: the module runs of one more configure.yml no-op (-vvv: its
+        # time is not comparable), and what one task of each kind costs on the instance.
+        verbose = timed("configure.yml no-op, -vvv (counts the module runs)", configure + ["-vvv"],
+                        extra_env=molecule_env, log_dir=logs, count_modules=True)
+        result["module_runs"] = verbose.pop("module_runs")
+        result["module_runs_run"] = {k: verbose[k] for k in ("seconds", "recap")}
+        result["floor"] = floor({**molecule_env, "_inventory": str(state / "inventory")}, logs)
     finally:
         result["load_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
         (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
