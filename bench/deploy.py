@@ -166,7 +166,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="no-op runs of each kind")
     ap.add_argument("--keep", action="store_true", help="leave the demo up")
-    ap.add_argument("--reuse", action="store_true", help="a demo is up (make demo): only the no-op runs and what follows (--repeats 0: only the module runs and the floor)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="a demo is up (make demo): only the no-op runs and what follows (with --repeats 0, only what follows)")
     args = ap.parse_args()
     started = dt.datetime.now(dt.timezone.utc)
     stem = started.strftime("%Y-%m-%dT%H%MZ") + "-deploy"
