@@ -77,11 +77,11 @@ def timed(name, argv, extra_env=None, log_dir=None, all_tasks=False, count_modul
         m = RECAP.match(line.strip())
         if m:
             recap[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-    slowest = [{"task": m.group("task"), "s": float(m.group("s"))} for m in map(TASK_TIME.match, lines) if m]
+    task_times = [{"task": m.group("task"), "s": float(m.group("s"))} for m in map(TASK_TIME.match, lines) if m]
     row = {"name": name, "seconds": seconds, "rc": res.returncode, "recap": recap,
-           "slowest": sorted(slowest, key=lambda t: -t["s"])[:10]}
+           "slowest": sorted(task_times, key=lambda t: -t["s"])[:10]}
     if all_tasks:
-        row["tasks"] = slowest  # in the order they ran (PROFILE_TASKS_SORT_ORDER=none)
+        row["tasks"] = task_times  # in the order they ran (PROFILE_TASKS_SORT_ORDER=none)
     if count_modules:
         row["module_runs"] = module_runs(lines)
     print(f"{name}: {seconds} s rc={res.returncode} changed="
@@ -110,12 +110,11 @@ def module_runs(lines):
     return {host: dict(sorted(mods.items(), key=lambda kv: -kv[1])) for host, mods in runs.items()}
 
 
-def floor(state_env, log_dir):
+def floor(inventory, molecule_env, log_dir):
     """bench/deploy_floor.yml: what one task costs on the instance, by layer (median of 20 each)."""
-    row = timed("floor: 20 tasks of each kind on the instance", ["ansible-playbook", "-i", state_env["_inventory"],
-                str(HERE / "deploy_floor.yml")],
-                extra_env={**{k: v for k, v in state_env.items() if not k.startswith("_")},
-                           "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "1000", "PROFILE_TASKS_SORT_ORDER": "none"},
+    row = timed("floor: 20 tasks of each kind on the instance",
+                ["ansible-playbook", "-i", inventory, str(HERE / "deploy_floor.yml")],
+                extra_env={**molecule_env, "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "1000", "PROFILE_TASKS_SORT_ORDER": "none"},
                 log_dir=log_dir, all_tasks=True)
     per_kind = {}
     for t in row.pop("tasks"):
@@ -204,7 +203,7 @@ def main():
                         extra_env=molecule_env, log_dir=logs, count_modules=True)
         result["module_runs"] = verbose.pop("module_runs")
         result["module_runs_run"] = {k: verbose[k] for k in ("seconds", "recap")}
-        result["floor"] = floor({**molecule_env, "_inventory": str(state / "inventory")}, logs)
+        result["floor"] = floor(str(state / "inventory"), molecule_env, logs)
     finally:
         result["load_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
         (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
